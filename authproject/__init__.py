@@ -1,0 +1,1 @@
+"""The sidecar's stripped-down Django project: nothing from the main site."""

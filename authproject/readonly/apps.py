@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ReadOnlyConfig(AppConfig):
+    name = "authproject.readonly"
+    label = "wsserver_readonly"

@@ -1,0 +1,137 @@
+"""Command line: ``python -m wsserver`` serves; ``--help`` lists every setting."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import textwrap
+
+from .config import SETTINGS, Config, ConfigError, get_config
+
+__all__ = ["main"]
+
+logger = logging.getLogger("wsserver")
+
+
+def settings_help() -> str:
+    """Every setting, grouped, with its default: the --help epilog."""
+    lines = ["settings (environment variables):"]
+    group = None
+    for setting in SETTINGS:
+        if setting.group != group:
+            group = setting.group
+            lines.append(f"\n  {group}:")
+        if setting.default is None:
+            lines.append(f"    {setting.name} (required)")
+        else:
+            lines.append(f"    {setting.name} (default: {setting.default!r})")
+        lines.extend(
+            textwrap.wrap(
+                setting.help,
+                width=76,
+                initial_indent=" " * 8,
+                subsequent_indent=" " * 8,
+            )
+        )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m wsserver",
+        description=(
+            "WebSocket notification sidecar for Django: authenticates browsers "
+            "with django-sesame tokens against the main site's database and "
+            "pushes the main site's admin events from Redis to the users "
+            "allowed to see them. Configured by environment variables only."
+        ),
+        epilog=settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve"],
+        help="serve (the default): run the server",
+    )
+    return parser.parse_args(argv)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # websockets logs every failed handshake and connection at INFO/DEBUG;
+    # the sidecar logs what matters itself.
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.root.level))
+
+
+def setup_django() -> None:
+    """Load the stripped-down project (settings_auth) on the shared database."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "settings_auth"
+    import django
+
+    django.setup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parse_args(argv)
+    try:
+        config = get_config()
+    except ConfigError as exc:
+        print("wsserver: invalid configuration:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        print("Run python -m wsserver --help for every setting.", file=sys.stderr)
+        return 2
+    configure_logging(config.log_level)
+    setup_django()
+    return serve(config)
+
+
+def serve(config: Config) -> int:
+    from django.db import connections
+    from django.db.utils import Error as DatabaseError
+
+    from .auth import Authenticator
+    from .database import Database
+    from .schema import check_user_schema
+    from .server import Sidecar
+
+    logger.info(
+        "Configuration: %s",
+        ", ".join(f"{name}={value!r}" for name, value in config.summary().items()),
+    )
+    pk_type = config.user_model.pk_type if config.user_model.custom else "int"
+    try:
+        problems = check_user_schema(pk_type)
+    except DatabaseError as exc:
+        logger.warning(
+            "Database unavailable at start-up (%s): connections will be told "
+            "to try again later until it answers",
+            str(exc).strip(),
+        )
+    else:
+        connections.close_all()
+        if problems:
+            for problem in problems:
+                logger.error("%s", problem)
+            logger.error("The user tables do not match the configuration: exiting")
+            return 1
+    database = Database(config.db_threads)
+    sidecar = Sidecar(config, Authenticator(config.sesame_scope), database)
+    try:
+        asyncio.run(sidecar.run())
+    finally:
+        database.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The Redis subscriber: hands every message of the channel to a callback.
+
+It survives Redis outages: when Redis cannot be reached, at start-up or later,
+it logs why, retries with capped, jittered exponential backoff and subscribes
+again. Client connections are not affected; events published while the
+subscription is down are not received (pub/sub keeps nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Iterator
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .config import mask_url
+
+__all__ = ["Subscriber", "backoff_delays"]
+
+logger = logging.getLogger("wsserver.bus")
+
+# How often the subscriber checks that Redis still answers when no message
+# arrives: a connection that died silently is noticed within this delay.
+HEALTH_CHECK_INTERVAL = 5
+READ_TIMEOUT = 1.0
+
+
+def backoff_delays(
+    minimum: float = 0.2,
+    maximum: float = 5.0,
+    rand: Callable[[], float] = random.random,
+) -> Iterator[float]:
+    """Capped exponential delays, each jittered down by up to half."""
+    delay = minimum
+    while True:
+        yield delay * (0.5 + rand() / 2)
+        delay = min(delay * 2, maximum)
+
+
+class Subscriber:
+    """Subscribe to one Redis pub/sub channel, forever."""
+
+    def __init__(
+        self, url: str, channel: str, on_message: Callable[[bytes], None]
+    ) -> None:
+        self.url = url
+        self.channel = channel
+        self.on_message = on_message
+        self.subscribed = False
+        self.reconnects = 0
+        self._had_subscription = False
+        self._subscribed_event = asyncio.Event()
+
+    async def wait_subscribed(self) -> None:
+        await self._subscribed_event.wait()
+
+    async def run(self) -> None:
+        """Receive messages until cancelled, reconnecting after any failure."""
+        delays = backoff_delays()
+        failures = 0
+        while True:
+            self._had_subscription = False
+            try:
+                await self._receive()
+            except (RedisError, OSError, TimeoutError) as exc:
+                if self._had_subscription:  # a new outage: start over
+                    delays = backoff_delays()
+                    failures = 0
+                failures += 1
+                delay = next(delays)
+                log = logger.warning if failures == 1 else logger.info
+                log(
+                    "Redis at %s unreachable (%s); events are not received. "
+                    "Retrying in %.1f s",
+                    mask_url(self.url),
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                self.reconnects += 1
+            else:  # pragma: no cover - _receive only returns on failure
+                return
+
+    async def _receive(self) -> None:
+        client = aioredis.Redis.from_url(
+            self.url,
+            health_check_interval=HEALTH_CHECK_INTERVAL,
+            socket_connect_timeout=5,
+            socket_keepalive=True,
+        )
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.channel)
+            self._set_subscribed(True)
+            self._had_subscription = True
+            (logger.warning if self.reconnects else logger.info)(
+                "Subscribed to channel %r on Redis at %s",
+                self.channel,
+                mask_url(self.url),
+            )
+            while True:
+                message = await pubsub.get_message(timeout=READ_TIMEOUT)
+                if message is not None and message["type"] == "message":
+                    self.on_message(message["data"])
+        finally:
+            self._set_subscribed(False)
+            try:
+                await pubsub.aclose()
+                await client.aclose()
+            except Exception:  # closing a dead connection may fail too
+                pass
+
+    def _set_subscribed(self, subscribed: bool) -> None:
+        self.subscribed = subscribed
+        if subscribed:
+            self._subscribed_event.set()
+        else:
+            self._subscribed_event.clear()

@@ -1,0 +1,560 @@
+"""Configuration: every setting, read from the environment and validated once.
+
+The sidecar is configured only by environment variables. :data:`SETTINGS` is the
+single list of them: ``python -m wsserver --help`` and the README's table are
+made from it. :func:`load_config` turns an environment into a :class:`Config`,
+reporting every problem at once, each naming the variable and what was wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import urllib.parse
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = [
+    "SETTINGS",
+    "Config",
+    "ConfigError",
+    "Setting",
+    "UserModel",
+    "get_config",
+    "load_config",
+    "mask_url",
+]
+
+
+class ConfigError(Exception):
+    """The environment does not describe a usable configuration."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One environment variable: its default, what it means and how to parse it."""
+
+    name: str
+    default: str | None  # None: required
+    help: str
+    parse: Callable[[str], Any]
+    secret: bool = False
+    group: str = "Sidecar"
+
+
+# Parsers. Each takes the raw string and raises ValueError with a message that
+# completes "NAME: ...".
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _required_text(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {value!r}") from None
+        if number < minimum or (maximum is not None and number > maximum):
+            bounds = f"from {minimum} to {maximum}" if maximum else f">= {minimum}"
+            raise ValueError(f"expected an integer {bounds}, got {number}")
+        return number
+
+    return parse
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a number of seconds, got {value!r}") from None
+    if not number > 0:
+        raise ValueError(f"expected a positive number of seconds, got {value!r}")
+    return number
+
+
+def _optional_seconds(value: str) -> float | None:
+    if value.strip().lower() in {"", "none", "off", "0"}:
+        return None
+    return _seconds(value)
+
+
+def _max_age(value: str) -> int | None:
+    if value.strip().lower() in {"", "none"}:
+        return None
+    return _integer(1)(value)
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        lowered = value.strip().lower()
+        if lowered not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return lowered
+
+    return parse
+
+
+def _database_url(value: str) -> dict[str, Any]:
+    import dj_database_url
+
+    try:
+        database = dj_database_url.parse(value)
+    except Exception as exc:  # dj-database-url raises several types
+        raise ValueError(f"cannot parse {mask_url(value)!r}: {exc}") from None
+    if not database.get("ENGINE"):
+        raise ValueError(f"unsupported database URL {mask_url(value)!r}")
+    return database
+
+
+def _redis_url(value: str) -> str:
+    scheme = urllib.parse.urlsplit(value).scheme
+    if scheme not in {"redis", "rediss", "unix"}:
+        raise ValueError(
+            f"expected a redis://, rediss:// or unix:// URL, got {mask_url(value)!r}"
+        )
+    return value
+
+
+def _identifier(value: str) -> str:
+    if not value.replace("_", "").isalnum():
+        raise ValueError(f"expected a SQL table or column name, got {value!r}")
+    return value
+
+
+def _class_name(value: str) -> str:
+    if not value.isidentifier():
+        raise ValueError(f"expected a Python class name, got {value!r}")
+    return value
+
+
+def _one_time(value: str) -> bool:
+    if _bool(value):
+        raise ValueError(
+            "single-use tokens are not supported: django-sesame would write "
+            "last_login to the shared database on every connection, and the "
+            "sidecar never writes to it. Use short-lived tokens "
+            "(SESAME_MAX_AGE) instead, here and on the main site"
+        )
+    return False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # Shared with the main site.
+    Setting(
+        "DATABASE_URL",
+        "sqlite:///db.sqlite3",
+        "The main site's database, in dj-database-url syntax. Opened read-only; "
+        "add ?pool=true for psycopg's connection pool on PostgreSQL.",
+        _database_url,
+        secret=True,
+        group="Shared with the main site",
+    ),
+    Setting(
+        "SECRET_KEY",
+        None,
+        "The main site's SECRET_KEY: tokens are signed with it.",
+        _required_text,
+        secret=True,
+        group="Shared with the main site",
+    ),
+    Setting(
+        "SECRET_KEY_FALLBACKS",
+        "",
+        "The main site's SECRET_KEY_FALLBACKS, comma-separated: tokens signed "
+        "with an older key keep working during a key rotation.",
+        _list,
+        secret=True,
+        group="Shared with the main site",
+    ),
+    Setting(
+        "REDIS_URL",
+        "redis://127.0.0.1:6379/1",
+        "The Redis server and database the main site publishes events to "
+        "(the main site's WSSERVER_REDIS_URL).",
+        _redis_url,
+        secret=True,
+        group="Shared with the main site",
+    ),
+    Setting(
+        "WS_CHANNEL",
+        "events",
+        "The Redis pub/sub channel (the main site's WSSERVER_CHANNEL).",
+        _required_text,
+        group="Shared with the main site",
+    ),
+    Setting(
+        "WS_SESAME_SCOPE",
+        "",
+        "The django-sesame scope tokens are made for (the main site's "
+        "WSSERVER_SESAME_SCOPE). A token of another scope is refused.",
+        _text,
+        group="Shared with the main site",
+    ),
+    # django-sesame: each must equal the main site's setting of the same name.
+    Setting(
+        "SESAME_MAX_AGE",
+        "30",
+        "Token lifetime in seconds, or 'none'. Whether it is a number or none "
+        "must match the main site; the number itself is the sidecar's to choose.",
+        _max_age,
+        group="django-sesame (must match the main site)",
+    ),
+    Setting(
+        "SESAME_KEY",
+        "",
+        "The main site's SESAME_KEY.",
+        _text,
+        secret=True,
+        group="django-sesame (must match the main site)",
+    ),
+    Setting(
+        "SESAME_SIGNATURE_SIZE",
+        "10",
+        "The main site's SESAME_SIGNATURE_SIZE, in bytes.",
+        _integer(1, 64),
+        group="django-sesame (must match the main site)",
+    ),
+    Setting(
+        "SESAME_PACKER",
+        "",
+        "The main site's SESAME_PACKER (a dotted path), if it sets one.",
+        _text,
+        group="django-sesame (must match the main site)",
+    ),
+    Setting(
+        "SESAME_PRIMARY_KEY_FIELD",
+        "pk",
+        "The main site's SESAME_PRIMARY_KEY_FIELD.",
+        _required_text,
+        group="django-sesame (must match the main site)",
+    ),
+    Setting(
+        "SESAME_INVALIDATE_ON_PASSWORD_CHANGE",
+        "true",
+        "The main site's SESAME_INVALIDATE_ON_PASSWORD_CHANGE.",
+        _bool,
+        group="django-sesame (must match the main site)",
+    ),
+    Setting(
+        "SESAME_INVALIDATE_ON_EMAIL_CHANGE",
+        "false",
+        "The main site's SESAME_INVALIDATE_ON_EMAIL_CHANGE.",
+        _bool,
+        group="django-sesame (must match the main site)",
+    ),
+    Setting(
+        "SESAME_ONE_TIME",
+        "false",
+        "Must stay false: single-use tokens would make the sidecar write "
+        "last_login to the shared database.",
+        _one_time,
+        group="django-sesame (must match the main site)",
+    ),
+    # The main site's user model.
+    Setting(
+        "WS_USER_TABLE",
+        "",
+        "The table of the main site's custom user model (e.g. accounts_user). "
+        "Empty: the main site uses django.contrib.auth's User.",
+        lambda value: _identifier(value) if value else "",
+        group="Custom user model",
+    ),
+    Setting(
+        "WS_USER_PK",
+        "int",
+        "Type of the custom user model's primary key: int (AutoField), bigint "
+        "(BigAutoField) or uuid (UUIDField). Tokens pack it: a wrong value "
+        "rejects every token.",
+        _choice("int", "bigint", "uuid"),
+        group="Custom user model",
+    ),
+    Setting(
+        "WS_USERNAME_FIELD",
+        "username",
+        "The custom user model's USERNAME_FIELD (e.g. email).",
+        _identifier,
+        group="Custom user model",
+    ),
+    Setting(
+        "WS_USER_EMAIL_FIELD",
+        "email",
+        "The custom user model's EMAIL_FIELD; read only when "
+        "SESAME_INVALIDATE_ON_EMAIL_CHANGE is true.",
+        _identifier,
+        group="Custom user model",
+    ),
+    Setting(
+        "WS_USER_MODEL_NAME",
+        "User",
+        "The class name of the custom user model: Django names the user column "
+        "of its groups and user_permissions tables after it (<name>_id).",
+        _class_name,
+        group="Custom user model",
+    ),
+    # The sidecar itself.
+    Setting("WS_HOST", "localhost", "Interface to listen on.", _required_text),
+    Setting("WS_PORT", "8888", "TCP port to listen on.", _integer(1, 65535)),
+    Setting(
+        "WS_COMPRESSION",
+        "none",
+        "permessage-deflate for server-to-client frames: none or deflate. "
+        "Compression costs memory and CPU per connection for small JSON events.",
+        _choice("none", "deflate"),
+    ),
+    Setting(
+        "WS_AUTH_TIMEOUT",
+        "10",
+        "Seconds a new connection has to send its token.",
+        _seconds,
+    ),
+    Setting(
+        "WS_MAX_MESSAGE_SIZE",
+        "1024",
+        "Largest frame a client may send, in bytes (the token, or a resume "
+        "request); larger frames close the connection with 1009.",
+        _integer(64, 1 << 20),
+    ),
+    Setting(
+        "WS_ALLOWED_ORIGINS",
+        "",
+        "Comma-separated Origin values allowed to connect, e.g. "
+        "https://example.com. Empty: any origin (a warning is logged).",
+        _list,
+    ),
+    Setting(
+        "WS_PING_INTERVAL",
+        "20",
+        "Seconds between keepalive pings; 'none' disables keepalive.",
+        _optional_seconds,
+    ),
+    Setting(
+        "WS_PING_TIMEOUT",
+        "20",
+        "Seconds to wait for a pong before closing the connection.",
+        _optional_seconds,
+    ),
+    Setting(
+        "WS_SHUTDOWN_TIMEOUT",
+        "10",
+        "On SIGTERM or SIGINT, seconds to close connections before aborting them.",
+        _seconds,
+    ),
+    Setting(
+        "WS_DB_THREADS",
+        "4",
+        "Worker threads (and so database connections) for authentication.",
+        _integer(1, 64),
+    ),
+    Setting(
+        "WS_DB_CONN_MAX_AGE",
+        "600",
+        "Seconds a database connection is reused before it is reopened "
+        "(Django's CONN_MAX_AGE; forced to 0 with ?pool=true).",
+        _integer(0),
+    ),
+    Setting(
+        "WS_LOG_LEVEL",
+        "INFO",
+        "DEBUG, INFO, WARNING or ERROR.",
+        lambda value: _choice("debug", "info", "warning", "error")(value).upper(),
+    ),
+)
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+SESAME_SETTINGS = tuple(name for name in _BY_NAME if name.startswith("SESAME_"))
+
+
+@dataclasses.dataclass(frozen=True)
+class UserModel:
+    """Where the main site keeps its users, when it is not ``auth.User``."""
+
+    table: str
+    pk_type: str
+    username_field: str
+    email_field: str
+    class_name: str
+
+    @property
+    def custom(self) -> bool:
+        return bool(self.table)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The validated configuration. Field names follow the variables."""
+
+    # Secrets stay out of repr() so that a logged Config leaks nothing.
+    database: dict[str, Any] = dataclasses.field(repr=False)
+    secret_key: str = dataclasses.field(repr=False)
+    secret_key_fallbacks: tuple[str, ...] = dataclasses.field(repr=False)
+    redis_url: str = dataclasses.field(repr=False)
+    channel: str
+    sesame_scope: str
+    sesame: dict[str, Any] = dataclasses.field(repr=False)
+    user_model: UserModel
+    host: str
+    port: int
+    compression: str | None
+    auth_timeout: float
+    max_message_size: int
+    allowed_origins: tuple[str, ...]
+    ping_interval: float | None
+    ping_timeout: float | None
+    shutdown_timeout: float
+    db_threads: int
+    db_conn_max_age: int
+    log_level: str
+    environ: Mapping[str, str] = dataclasses.field(repr=False, compare=False)
+
+    def summary(self) -> dict[str, str]:
+        """Every setting as configured, with secrets masked, for the start-up log."""
+        return {
+            setting.name: _mask(setting, self.environ[setting.name])
+            for setting in SETTINGS
+        }
+
+
+def _mask(setting: Setting, value: str) -> str:
+    if not setting.secret or not value:
+        return value
+    if "://" in value:
+        return mask_url(value)
+    return "********"
+
+
+def mask_url(url: str) -> str:
+    """Hide the password in a URL so it can be logged."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate every setting; raise ConfigError listing all problems."""
+    if environ is None:
+        environ = os.environ
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    raw: dict[str, str] = {}
+    for setting in SETTINGS:
+        text = environ.get(setting.name)
+        if text is None:
+            if setting.default is None:
+                problems.append(f"{setting.name}: required but not set. {setting.help}")
+                continue
+            text = setting.default
+        raw[setting.name] = text
+        try:
+            values[setting.name] = setting.parse(text)
+        except ValueError as exc:
+            problems.append(f"{setting.name}: {exc}")
+
+    if not problems:
+        problems.extend(_cross_check(values))
+    if problems:
+        raise ConfigError(problems)
+
+    # Passed to Django's settings as they are.
+    sesame = {name: values[name] for name in SESAME_SETTINGS}
+    sesame["SESAME_PACKER"] = sesame["SESAME_PACKER"] or None
+    config = Config(
+        database=values["DATABASE_URL"],
+        secret_key=values["SECRET_KEY"],
+        secret_key_fallbacks=values["SECRET_KEY_FALLBACKS"],
+        redis_url=values["REDIS_URL"],
+        channel=values["WS_CHANNEL"],
+        sesame_scope=values["WS_SESAME_SCOPE"],
+        sesame=sesame,
+        user_model=UserModel(
+            table=values["WS_USER_TABLE"],
+            pk_type=values["WS_USER_PK"],
+            username_field=values["WS_USERNAME_FIELD"],
+            email_field=values["WS_USER_EMAIL_FIELD"],
+            class_name=values["WS_USER_MODEL_NAME"],
+        ),
+        host=values["WS_HOST"],
+        port=values["WS_PORT"],
+        compression=None if values["WS_COMPRESSION"] == "none" else "deflate",
+        auth_timeout=values["WS_AUTH_TIMEOUT"],
+        max_message_size=values["WS_MAX_MESSAGE_SIZE"],
+        allowed_origins=values["WS_ALLOWED_ORIGINS"],
+        ping_interval=values["WS_PING_INTERVAL"],
+        ping_timeout=values["WS_PING_TIMEOUT"],
+        shutdown_timeout=values["WS_SHUTDOWN_TIMEOUT"],
+        db_threads=values["WS_DB_THREADS"],
+        db_conn_max_age=values["WS_DB_CONN_MAX_AGE"],
+        log_level=values["WS_LOG_LEVEL"],
+        environ=raw,
+    )
+    return config
+
+
+def _cross_check(values: dict[str, Any]) -> list[str]:
+    """Problems that involve more than one variable."""
+    problems = []
+    if (
+        values["SESAME_MAX_AGE"] is None
+        and not values["SESAME_INVALIDATE_ON_PASSWORD_CHANGE"]
+    ):
+        problems.append(
+            "SESAME_MAX_AGE: tokens that never expire and survive a password "
+            "change are insecure (django-sesame refuses them): set a number of "
+            "seconds or SESAME_INVALIDATE_ON_PASSWORD_CHANGE=true"
+        )
+    engine = values["DATABASE_URL"]["ENGINE"]
+    if engine == "django.db.backends.sqlite3" and values["DATABASE_URL"]["NAME"] in {
+        "",
+        ":memory:",
+    }:
+        problems.append(
+            "DATABASE_URL: an in-memory SQLite database cannot be shared with "
+            "the main site; give the path of its database file"
+        )
+    return problems
+
+
+_current: Config | None = None
+
+
+def get_config() -> Config:
+    """The process's configuration, loaded from os.environ on first use."""
+    global _current
+    if _current is None:
+        _current = load_config()
+    return _current
+
+
+def setting(name: str) -> Setting:
+    """Look up a setting by its variable name."""
+    return _BY_NAME[name]

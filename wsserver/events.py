@@ -1,0 +1,47 @@
+"""Events read from the bus: validated, then forwarded exactly as received.
+
+The payload is never re-encoded: every recipient gets the bytes the main site
+published, in a text frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+__all__ = ["Event", "InvalidEvent", "parse_event"]
+
+
+class InvalidEvent(ValueError):
+    """A bus message that is not an event the sidecar can route."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    content_type_id: int
+    payload: bytes
+
+
+def parse_event(payload: bytes | str) -> Event:
+    """Check that a bus message is a JSON object with an integer content_type_id."""
+    if isinstance(payload, str):
+        text, payload = payload, payload.encode()
+    else:
+        # Clients receive the payload in a text frame: it must be UTF-8.
+        try:
+            text = payload.decode()
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent(f"not UTF-8: {exc}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"not a JSON object but {type(data).__name__}")
+    content_type_id = data.get("content_type_id")
+    # bool is a subclass of int, and true is not a content type.
+    if type(content_type_id) is not int:
+        raise InvalidEvent(
+            f"content_type_id is {content_type_id!r}, expected an integer"
+        )
+    return Event(content_type_id, payload)

@@ -1,0 +1,119 @@
+"""The routing core: which connections receive an event of a given content type.
+
+Plain Python with no I/O: no asyncio, Django or Redis. Connections are opaque
+hashable objects. The index maps each content type to the connections whose
+user may see it, so routing an event costs in proportion to its recipients,
+not to the number of open connections.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Hashable, Iterable, Iterator
+from typing import Generic, TypeVar
+
+__all__ = ["Permissions", "Router"]
+
+C = TypeVar("C", bound=Hashable)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Permissions:
+    """What a user may see: some content types, or everything (superusers)."""
+
+    content_type_ids: frozenset[int] = frozenset()
+    everything: bool = False
+
+    @classmethod
+    def all(cls) -> Permissions:
+        return cls(everything=True)
+
+    def allows(self, content_type_id: int) -> bool:
+        return self.everything or content_type_id in self.content_type_ids
+
+
+@dataclasses.dataclass(slots=True)
+class _Entry:
+    user_id: Hashable
+    permissions: Permissions
+
+
+class Router(Generic[C]):
+    """Index connections by user and by the content types they may see."""
+
+    def __init__(self) -> None:
+        self._entries: dict[C, _Entry] = {}
+        self._by_content_type: dict[int, set[C]] = {}
+        self._everything: set[C] = set()
+        self._by_user: dict[Hashable, set[C]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, connection: object) -> bool:
+        return connection in self._entries
+
+    def add(self, connection: C, user_id: Hashable, permissions: Permissions) -> None:
+        """Start routing events to a connection."""
+        if connection in self._entries:
+            raise ValueError("connection is already registered")
+        self._entries[connection] = _Entry(user_id, permissions)
+        self._by_user.setdefault(user_id, set()).add(connection)
+        self._index(connection, permissions)
+
+    def remove(self, connection: C) -> None:
+        """Stop routing events to a connection; unknown connections are ignored."""
+        entry = self._entries.pop(connection, None)
+        if entry is None:
+            return
+        self._unindex(connection, entry.permissions)
+        connections = self._by_user[entry.user_id]
+        connections.discard(connection)
+        if not connections:
+            del self._by_user[entry.user_id]
+
+    def update(self, connection: C, permissions: Permissions) -> None:
+        """Replace a connection's permissions; they apply to the next event."""
+        entry = self._entries[connection]
+        self._unindex(connection, entry.permissions)
+        entry.permissions = permissions
+        self._index(connection, permissions)
+
+    def recipients(self, content_type_id: int) -> Iterator[C]:
+        """The connections that may see an event of this content type."""
+        yield from self._everything
+        yield from self._by_content_type.get(content_type_id, ())
+
+    def count_recipients(self, content_type_id: int) -> int:
+        return len(self._everything) + len(
+            self._by_content_type.get(content_type_id, ())
+        )
+
+    def permissions(self, connection: C) -> Permissions:
+        return self._entries[connection].permissions
+
+    def connections_of(self, user_id: Hashable) -> frozenset[C]:
+        """The connections of one user, e.g. to revoke or to enforce a limit."""
+        return frozenset(self._by_user.get(user_id, ()))
+
+    def users(self) -> Iterable[Hashable]:
+        return self._by_user.keys()
+
+    def _index(self, connection: C, permissions: Permissions) -> None:
+        if permissions.everything:
+            self._everything.add(connection)
+            return
+        for content_type_id in permissions.content_type_ids:
+            self._by_content_type.setdefault(content_type_id, set()).add(connection)
+
+    def _unindex(self, connection: C, permissions: Permissions) -> None:
+        if permissions.everything:
+            self._everything.discard(connection)
+            return
+        for content_type_id in permissions.content_type_ids:
+            connections = self._by_content_type.get(content_type_id)
+            if connections is None:
+                continue
+            connections.discard(connection)
+            if not connections:
+                del self._by_content_type[content_type_id]

@@ -1,0 +1,246 @@
+"""The WebSocket server: authenticate, register, broadcast, shut down cleanly.
+
+A thin asyncio layer around the routing core. Each connection sends its token
+as its first message; once authenticated it is registered in the
+:class:`~wsserver.routing.Router` and receives every bus event its user may
+see, until it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+
+from .bus import Subscriber
+from .database import Database, DatabaseUnavailable
+from .events import InvalidEvent, parse_event
+from .routing import Router
+
+if TYPE_CHECKING:
+    from .auth import Authenticator
+    from .config import Config
+
+__all__ = ["Sidecar"]
+
+logger = logging.getLogger("wsserver.server")
+
+AUTHENTICATION_FAILED = (CloseCode.INTERNAL_ERROR, "authentication failed")
+AUTHENTICATION_TIMEOUT = (CloseCode.POLICY_VIOLATION, "authentication timeout")
+TRY_AGAIN_LATER = (CloseCode.TRY_AGAIN_LATER, "try again later")
+SERVER_RESTART = (CloseCode.SERVICE_RESTART, "server restarting")
+
+READINESS_CACHE_SECONDS = 2.0
+
+
+class Sidecar:
+    """The sidecar process: a websockets server fed by a Redis subscriber."""
+
+    def __init__(
+        self, config: Config, authenticator: Authenticator, database: Database
+    ) -> None:
+        self.config = config
+        self.authenticator = authenticator
+        self.database = database
+        self.router: Router[ServerConnection] = Router()
+        self.subscriber = Subscriber(
+            config.redis_url, config.channel, self.on_bus_message
+        )
+        self.server: Server | None = None
+        self._database_ready = (float("-inf"), False)
+
+    # Events
+
+    def on_bus_message(self, payload: bytes) -> None:
+        """Send an event to every connection whose user may see it."""
+        try:
+            event = parse_event(payload)
+        except InvalidEvent as exc:
+            logger.warning("Skipped a bus message: %s: %.100r", exc, payload)
+            return
+        broadcast(self.router.recipients(event.content_type_id), payload, text=True)
+
+    # Connections
+
+    async def handler(self, connection: ServerConnection) -> None:
+        opened = time.monotonic()
+        principal = await self._authenticate(connection)
+        if principal is None:
+            return
+        self.router.add(connection, principal.user_id, principal.permissions)
+        logger.info(
+            "Connection %s opened for user %s", connection.id, principal.user_id
+        )
+        try:
+            # Clients have nothing to say after their token: read and discard,
+            # so that what they send never piles up.
+            async for _ in connection:
+                pass
+        except ConnectionClosed:
+            pass
+        finally:
+            self.router.remove(connection)
+            logger.info(
+                "Connection %s closed for user %s after %.1f s: %s",
+                connection.id,
+                principal.user_id,
+                time.monotonic() - opened,
+                connection.close_code,
+            )
+
+    async def _authenticate(self, connection: ServerConnection):
+        deadline = asyncio.get_running_loop().time() + self.config.auth_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                token = await connection.recv()
+        except TimeoutError:
+            await connection.close(*AUTHENTICATION_TIMEOUT)
+            return None
+        except ConnectionClosed:  # includes a first frame over max_size: 1009
+            return None
+        if not isinstance(token, str):
+            await connection.close(*AUTHENTICATION_FAILED)
+            return None
+        try:
+            async with asyncio.timeout_at(deadline):
+                principal = await self.database.run(
+                    self.authenticator.authenticate, token.strip()
+                )
+        except (DatabaseUnavailable, TimeoutError) as exc:
+            logger.warning(
+                "Database unavailable, connection %s told to retry: %s",
+                connection.id,
+                exc or "timeout",
+            )
+            await connection.close(*TRY_AGAIN_LATER)
+            return None
+        except Exception:
+            logger.exception("Authentication crashed for connection %s", connection.id)
+            await connection.close(*AUTHENTICATION_FAILED)
+            return None
+        if principal is None:
+            logger.info("Authentication failed for connection %s", connection.id)
+            await connection.close(*AUTHENTICATION_FAILED)
+            return None
+        return principal
+
+    # HTTP endpoints on the WebSocket port
+
+    async def process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            return connection.respond(http.HTTPStatus.OK, "OK\n")
+        if path == "/readyz":
+            problems = []
+            if not self.subscriber.subscribed:
+                problems.append("not subscribed to Redis")
+            if not await self._database_answers():
+                problems.append("database does not answer")
+            if problems:
+                return connection.respond(
+                    http.HTTPStatus.SERVICE_UNAVAILABLE, "; ".join(problems) + "\n"
+                )
+            return connection.respond(http.HTTPStatus.OK, "ready\n")
+        return None
+
+    async def _database_answers(self) -> bool:
+        checked_at, answers = self._database_ready
+        now = time.monotonic()
+        if now - checked_at < READINESS_CACHE_SECONDS:
+            return answers
+        try:
+            async with asyncio.timeout(READINESS_CACHE_SECONDS):
+                await self.database.run(_select_one)
+        except (DatabaseUnavailable, TimeoutError):
+            answers = False
+        else:
+            answers = True
+        self._database_ready = (now, answers)
+        return answers
+
+    # Life cycle
+
+    async def run(self, stop: asyncio.Future[None] | None = None) -> None:
+        """Serve until ``stop`` completes or SIGTERM / SIGINT arrives."""
+        loop = asyncio.get_running_loop()
+        if stop is None:
+            stop = loop.create_future()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, _set_result, stop)
+        config = self.config
+        if not config.allowed_origins:
+            logger.warning(
+                "WS_ALLOWED_ORIGINS is not set: pages on any site may open "
+                "connections (cross-site WebSocket hijacking is not blocked)"
+            )
+        self.server = await serve(
+            self.handler,
+            config.host,
+            config.port,
+            origins=list(config.allowed_origins) or None,
+            compression=config.compression,
+            process_request=self.process_request,
+            ping_interval=config.ping_interval,
+            ping_timeout=config.ping_timeout,
+            max_size=config.max_message_size,
+            max_queue=4,
+            server_header=None,
+        )
+        subscriber = asyncio.create_task(self.subscriber.run(), name="subscriber")
+        logger.info("Listening on ws://%s:%d/", config.host, config.port)
+        try:
+            await stop
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            await self.shutdown()
+            subscriber.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await subscriber
+
+    async def shutdown(self) -> None:
+        """Close every connection with 1012, aborting those that hang."""
+        server = self.server
+        if server is None:
+            return
+        logger.info("Shutting down: closing %d connections", len(server.connections))
+        server.close(True, *SERVER_RESTART)
+        try:
+            async with asyncio.timeout(self.config.shutdown_timeout):
+                await server.wait_closed()
+        except TimeoutError:
+            # Clients that stopped reading hold close() until their buffer
+            # drains, which may be never.
+            stragglers = list(server.all_connections)
+            logger.warning(
+                "Aborting %d connections that did not close in time", len(stragglers)
+            )
+            for connection in stragglers:
+                connection.transport.abort()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    await server.wait_closed()
+        logger.info("Shut down")
+
+
+def _set_result(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _select_one() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
