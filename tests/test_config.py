@@ -47,7 +47,7 @@ def test_every_problem_is_reported_with_its_variable():
 
 
 def test_one_time_tokens_are_refused_with_a_reason():
-    with pytest.raises(ConfigError, match="SESAME_ONE_TIME: .*last_login"):
+    with pytest.raises(ConfigError, match=r"SESAME_ONE_TIME: .*last_login"):
         load_config({**BASE, "SESAME_ONE_TIME": "true"})
     config = load_config({**BASE, "SESAME_ONE_TIME": "false"})
     assert config.sesame["SESAME_ONE_TIME"] is False

@@ -106,11 +106,11 @@ class Authenticator:
         """The content types whose events the user may receive."""
         if user.is_superuser:
             return Permissions.all()
-        direct = Permission.objects.filter(user=user).values_list(
-            "content_type__app_label", "codename"
-        )
-        via_groups = Permission.objects.filter(group__user=user).values_list(
-            "content_type__app_label", "codename"
+        # One query: SQLite refuses ORDER BY (Permission.Meta.ordering) in a UNION.
+        fields = ("content_type__app_label", "codename")
+        direct = Permission.objects.filter(user=user).order_by().values_list(*fields)
+        via_groups = (
+            Permission.objects.filter(group__user=user).order_by().values_list(*fields)
         )
         content_type_ids = set()
         # As user.has_perm(f"{app_label}.view_{model}") would decide.

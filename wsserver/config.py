@@ -343,8 +343,29 @@ SETTINGS: tuple[Setting, ...] = (
         "WS_ALLOWED_ORIGINS",
         "",
         "Comma-separated Origin values allowed to connect, e.g. "
-        "https://example.com. Empty: any origin (a warning is logged).",
+        "https://example.com. Empty: any origin (a warning is logged). "
+        "Clients that send no Origin (not browsers) are always allowed.",
         _list,
+    ),
+    Setting(
+        "WS_MAX_CONNECTIONS",
+        "20000",
+        "Open connections per process; further handshakes get HTTP 503.",
+        _integer(1),
+    ),
+    Setting(
+        "WS_MAX_CONNECTIONS_PER_USER",
+        "50",
+        "Open connections per user per process; further ones are closed with "
+        "1008 'too many connections'.",
+        _integer(1),
+    ),
+    Setting(
+        "WS_MAX_BUFFER",
+        "1048576",
+        "Bytes of pending output after which a client that stopped reading is "
+        "closed with 1013 'client too slow'.",
+        _integer(1024),
     ),
     Setting(
         "WS_PING_INTERVAL",
@@ -423,6 +444,9 @@ class Config:
     auth_timeout: float
     max_message_size: int
     allowed_origins: tuple[str, ...]
+    max_connections: int
+    max_connections_per_user: int
+    max_buffer: int
     ping_interval: float | None
     ping_timeout: float | None
     shutdown_timeout: float
@@ -509,6 +533,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         auth_timeout=values["WS_AUTH_TIMEOUT"],
         max_message_size=values["WS_MAX_MESSAGE_SIZE"],
         allowed_origins=values["WS_ALLOWED_ORIGINS"],
+        max_connections=values["WS_MAX_CONNECTIONS"],
+        max_connections_per_user=values["WS_MAX_CONNECTIONS_PER_USER"],
+        max_buffer=values["WS_MAX_BUFFER"],
         ping_interval=values["WS_PING_INTERVAL"],
         ping_timeout=values["WS_PING_TIMEOUT"],
         shutdown_timeout=values["WS_SHUTDOWN_TIMEOUT"],

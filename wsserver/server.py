@@ -16,7 +16,7 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
@@ -24,6 +24,7 @@ from websockets.http11 import Request, Response
 from .bus import Subscriber
 from .database import Database, DatabaseUnavailable
 from .events import InvalidEvent, parse_event
+from .fanout import Fanout
 from .routing import Router
 
 if TYPE_CHECKING:
@@ -34,12 +35,19 @@ __all__ = ["Sidecar"]
 
 logger = logging.getLogger("wsserver.server")
 
+# Every close the sidecar initiates, in one place (the README's table).
+# 1011: get a new token. 1012, 1013: reconnect later. 1008: do not reconnect.
 AUTHENTICATION_FAILED = (CloseCode.INTERNAL_ERROR, "authentication failed")
 AUTHENTICATION_TIMEOUT = (CloseCode.POLICY_VIOLATION, "authentication timeout")
+TOO_MANY_CONNECTIONS = (CloseCode.POLICY_VIOLATION, "too many connections")
 TRY_AGAIN_LATER = (CloseCode.TRY_AGAIN_LATER, "try again later")
+CLIENT_TOO_SLOW = (CloseCode.TRY_AGAIN_LATER, "client too slow")
 SERVER_RESTART = (CloseCode.SERVICE_RESTART, "server restarting")
 
 READINESS_CACHE_SECONDS = 2.0
+# How long a client that stopped reading gets to complete the closing
+# handshake before its connection is aborted.
+SLOW_CLOSE_TIMEOUT = 5.0
 
 
 class Sidecar:
@@ -52,11 +60,19 @@ class Sidecar:
         self.authenticator = authenticator
         self.database = database
         self.router: Router[ServerConnection] = Router()
+        self.fanout = Fanout(
+            self.router,
+            max_buffer=config.max_buffer,
+            compression=config.compression is not None,
+            on_slow=self.close_slow_client,
+        )
         self.subscriber = Subscriber(
             config.redis_url, config.channel, self.on_bus_message
         )
         self.server: Server | None = None
+        self.slow_closes = 0
         self._database_ready = (float("-inf"), False)
+        self._background: set[asyncio.Task[None]] = set()
 
     # Events
 
@@ -67,7 +83,22 @@ class Sidecar:
         except InvalidEvent as exc:
             logger.warning("Skipped a bus message: %s: %.100r", exc, payload)
             return
-        broadcast(self.router.recipients(event.content_type_id), payload, text=True)
+        self.fanout.submit(event)
+
+    def close_slow_client(self, connection: ServerConnection) -> None:
+        """Close a connection that stopped reading; abort it if that hangs."""
+        self.slow_closes += 1
+        logger.warning(
+            "Connection %s closed: client too slow (%d bytes pending)",
+            connection.id,
+            connection.transport.get_write_buffer_size(),
+        )
+        self._spawn(_close_or_abort(connection, *CLIENT_TOO_SLOW))
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # Connections
 
@@ -75,6 +106,16 @@ class Sidecar:
         opened = time.monotonic()
         principal = await self._authenticate(connection)
         if principal is None:
+            return
+        user_connections = self.router.connections_of(principal.user_id)
+        if len(user_connections) >= self.config.max_connections_per_user:
+            logger.warning(
+                "Connection %s refused: user %s has %d connections",
+                connection.id,
+                principal.user_id,
+                len(user_connections),
+            )
+            await connection.close(*TOO_MANY_CONNECTIONS)
             return
         self.router.add(connection, principal.user_id, principal.permissions)
         logger.info(
@@ -142,17 +183,25 @@ class Sidecar:
         if path == "/healthz":
             return connection.respond(http.HTTPStatus.OK, "OK\n")
         if path == "/readyz":
-            problems = []
-            if not self.subscriber.subscribed:
-                problems.append("not subscribed to Redis")
-            if not await self._database_answers():
-                problems.append("database does not answer")
-            if problems:
-                return connection.respond(
-                    http.HTTPStatus.SERVICE_UNAVAILABLE, "; ".join(problems) + "\n"
-                )
-            return connection.respond(http.HTTPStatus.OK, "ready\n")
+            return await self._readiness(connection)
+        assert self.server is not None
+        if len(self.server.all_connections) > self.config.max_connections:
+            return connection.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n"
+            )
         return None
+
+    async def _readiness(self, connection: ServerConnection) -> Response:
+        problems = []
+        if not self.subscriber.subscribed:
+            problems.append("not subscribed to Redis")
+        if not await self._database_answers():
+            problems.append("database does not answer")
+        if problems:
+            return connection.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE, "; ".join(problems) + "\n"
+            )
+        return connection.respond(http.HTTPStatus.OK, "ready\n")
 
     async def _database_answers(self) -> bool:
         checked_at, answers = self._database_ready
@@ -188,7 +237,8 @@ class Sidecar:
             self.handler,
             config.host,
             config.port,
-            origins=list(config.allowed_origins) or None,
+            # Browsers always send Origin; None lets other clients connect.
+            origins=[*config.allowed_origins, None] if config.allowed_origins else None,
             compression=config.compression,
             process_request=self.process_request,
             ping_interval=config.ping_interval,
@@ -232,6 +282,14 @@ class Sidecar:
                 async with asyncio.timeout(1):
                     await server.wait_closed()
         logger.info("Shut down")
+
+
+async def _close_or_abort(connection: ServerConnection, code: int, reason: str) -> None:
+    try:
+        async with asyncio.timeout(SLOW_CLOSE_TIMEOUT):
+            await connection.close(code, reason)
+    except TimeoutError:
+        connection.transport.abort()
 
 
 def _set_result(future: asyncio.Future[None]) -> None:

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Make sure the servers the tests (and the benchmark) talk to are running:
+# PostgreSQL and Redis, installed from Debian's packages if missing, started if
+# stopped, and a PostgreSQL role with a password that the tests log in as,
+# whatever pg_hba.conf says about local connections.
+set -euo pipefail
+
+PG_ROLE=${WSSERVER_TEST_PG_ROLE:-wsserver_test}
+PG_PASSWORD=${WSSERVER_TEST_PG_PASSWORD:-wsserver_test}
+
+# --redis-only: the demo needs Redis, not PostgreSQL.
+redis_only=false
+[ "${1:-}" = "--redis-only" ] && redis_only=true
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+$redis_only || command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "services: installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    echo "services: starting Redis"
+    as_root mkdir -p /var/lib/redis /var/log/redis
+    as_root redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
+        --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
+fi
+
+redis_ready() { redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; }
+pg_ready() { $redis_only || pg_isready -h 127.0.0.1 -p 5432 -q; }
+
+if ! $redis_only && ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+    echo "services: starting PostgreSQL"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+fi
+
+for _ in $(seq 1 50); do
+    if redis_ready && pg_ready; then
+        break
+    fi
+    sleep 0.2
+done
+redis_ready || { echo "services: Redis is not answering" >&2; exit 1; }
+pg_ready || { echo "services: PostgreSQL is not answering" >&2; exit 1; }
+if $redis_only; then
+    echo "services: Redis is ready"
+    exit 0
+fi
+
+# The role the tests use: created through the local socket as the postgres
+# superuser, then used over TCP with a password.
+as_root runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -d postgres <<SQL >/dev/null
+DO \$\$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${PG_ROLE}') THEN
+    CREATE ROLE ${PG_ROLE} LOGIN CREATEDB CREATEROLE PASSWORD '${PG_PASSWORD}';
+  ELSE
+    ALTER ROLE ${PG_ROLE} LOGIN CREATEDB CREATEROLE PASSWORD '${PG_PASSWORD}';
+  END IF;
+END
+\$\$;
+SQL
+echo "services: Redis and PostgreSQL are ready"

@@ -1,0 +1,36 @@
+"""WebSocket clients as a browser would use them: connect, send a token, read."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from websockets.asyncio.client import ClientConnection, connect
+
+
+async def authenticate(url: str, token: str | bytes) -> ClientConnection:
+    websocket = await connect(url, open_timeout=10)
+    await websocket.send(token)
+    return websocket
+
+
+async def receive_event(websocket: ClientConnection, timeout: float = 5) -> dict:
+    async with asyncio.timeout(timeout):
+        return json.loads(await websocket.recv())
+
+
+async def assert_no_event(websocket: ClientConnection, wait: float = 0.5) -> None:
+    try:
+        async with asyncio.timeout(wait):
+            message = await websocket.recv()
+    except TimeoutError:
+        return
+    raise AssertionError(f"unexpected message: {message!r}")
+
+
+async def closed_with(websocket: ClientConnection, timeout: float = 10):
+    """Wait for the server to close the connection; return (code, reason)."""
+    async with asyncio.timeout(timeout):
+        await websocket.wait_closed()
+    assert websocket.close_code is not None
+    return websocket.close_code, websocket.close_reason

@@ -1,0 +1,176 @@
+"""Real processes for end-to-end tests: the example main site and sidecars."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "example"
+SECRET_KEY = "e2e-test-secret-key-0123456789"
+PASSWORD = "e2e-password"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, process=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {process.returncode}")
+        time.sleep(0.05)
+    raise TimeoutError(f"{what}: not ready after {timeout} s")
+
+
+def http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+class MainSite:
+    """The example site on a given database: manage.py commands and runserver."""
+
+    def __init__(self, database_url: str, redis_url: str, channel: str, **env: str):
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": SECRET_KEY,
+            "WSSERVER_REDIS_URL": redis_url,
+            "WSSERVER_CHANNEL": channel,
+            "DEBUG": "0",
+            **env,
+        }
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def manage(self, *args: str, check: bool = True, **env: str) -> str:
+        result = subprocess.run(
+            [sys.executable, str(EXAMPLE / "manage.py"), *args],
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(
+                f"manage.py {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+            )
+        return result.stdout
+
+    def token(self, username: str, **env: str) -> str:
+        """A token made on the command line, e.g. for a user who cannot log in."""
+        return self.manage("ws_token", username, **env).strip()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                str(EXAMPLE / "manage.py"),
+                "runserver",
+                "--noreload",
+                f"127.0.0.1:{self.port}",
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(
+            lambda: http_status(self.url + "/admin/login/") == 200,
+            30,
+            "main site",
+            self.process,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+class Sidecar:
+    """``python -m wsserver`` in a subprocess, with its log kept in a file."""
+
+    def __init__(self, tmp_path: Path, **env: str):
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "SECRET_KEY": SECRET_KEY,
+            "WS_HOST": "127.0.0.1",
+            "WS_PORT": str(self.port),
+            "WS_ALLOWED_ORIGINS": "",
+            **env,
+        }
+        self.env.pop("DJANGO_SETTINGS_MODULE", None)
+        self.url = f"ws://127.0.0.1:{self.port}/"
+        self.http = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / f"sidecar-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait_ready: bool = True) -> Sidecar:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "wsserver"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        if wait_ready:
+            wait_for(
+                lambda: http_status(self.http + "/readyz") == 200,
+                30,
+                f"sidecar (log: {self.log()})",
+                self.process,
+            )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_exit(self, timeout: float = 20) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self._log.close()
+        self.process = None
+        return code
+
+
+@contextlib.contextmanager
+def running(process):
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

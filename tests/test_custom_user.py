@@ -1,0 +1,82 @@
+"""A main site with a custom user model: UUID pk, email as username, accounts_user.
+
+The sidecar is configured for it with the WS_USER_* variables only.
+"""
+
+from __future__ import annotations
+
+import pytest
+from browser import Browser
+from clients import assert_no_event, authenticate, closed_with, receive_event
+from processes import PASSWORD, MainSite, Sidecar
+
+pytestmark = pytest.mark.e2e
+
+CUSTOM_USER = {
+    "WS_USER_TABLE": "accounts_user",
+    "WS_USER_PK": "uuid",
+    "WS_USERNAME_FIELD": "email",
+}
+
+
+@pytest.fixture(scope="module")
+def site(postgres, redis_url):
+    main_site = MainSite(
+        postgres.create(), redis_url, "custom-user-events", EXAMPLE_CUSTOM_USER="1"
+    )
+    main_site.manage("migrate", "--noinput")
+    main_site.manage("seed_demo", "--password", PASSWORD)
+    main_site.start()
+    yield main_site
+    main_site.stop()
+
+
+def sidecar_for(site: MainSite, tmp_path, **env: str) -> Sidecar:
+    return Sidecar(
+        tmp_path,
+        DATABASE_URL=site.env["DATABASE_URL"],
+        REDIS_URL=site.env["WSSERVER_REDIS_URL"],
+        WS_CHANNEL=site.env["WSSERVER_CHANNEL"],
+        **env,
+    )
+
+
+async def test_custom_user_model(site, tmp_path):
+    sidecar = sidecar_for(site, tmp_path, **CUSTOM_USER).start()
+    try:
+        admin, alice, bob = (Browser(site.url) for _ in ["admin", "alice", "bob"])
+        admin.login("admin@example.com", PASSWORD)
+        alice.login("alice@example.com", PASSWORD)
+        bob.login("bob@example.com", PASSWORD)
+        admin_ws = await authenticate(sidecar.url, admin.token())
+        alice_ws = await authenticate(sidecar.url, alice.token())
+        bob_ws = await authenticate(sidecar.url, bob.token())
+
+        admin.add("article", title="Custom users", body="x")
+        event = await receive_event(admin_ws)
+        assert event["user"] == "admin@example.com"
+        assert (await receive_event(alice_ws)) == event
+        await assert_no_event(bob_ws)
+
+        inactive = await authenticate(sidecar.url, site.token("carol@example.com"))
+        assert await closed_with(inactive) == (1011, "authentication failed")
+        for websocket in (admin_ws, alice_ws, bob_ws):
+            await websocket.close()
+    finally:
+        assert sidecar.stop() == 0
+
+
+def test_a_wrong_pk_type_is_reported_at_start_up(site, tmp_path):
+    sidecar = sidecar_for(site, tmp_path, **{**CUSTOM_USER, "WS_USER_PK": "int"})
+    sidecar.start(wait_ready=False)
+    assert sidecar.wait_exit() == 1
+    log = sidecar.log()
+    assert "WS_USER_PK=int" in log
+    assert "Set WS_USER_PK=uuid" in log
+
+
+def test_a_missing_table_is_reported_at_start_up(site, tmp_path):
+    sidecar = sidecar_for(site, tmp_path, **{**CUSTOM_USER, "WS_USER_TABLE": "users"})
+    sidecar.start(wait_ready=False)
+    assert sidecar.wait_exit() == 1
+    assert "user table 'users' does not exist" in sidecar.log()

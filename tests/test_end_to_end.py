@@ -1,0 +1,249 @@
+"""End to end: the example site and sidecar processes share a real database.
+
+Changes are made through the example site's admin pages over HTTP; events go
+through the real publisher app, a real Redis and real sidecar processes, and
+arrive in real websockets clients. Every test runs on PostgreSQL and SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+from browser import Browser
+from clients import assert_no_event, authenticate, closed_with, receive_event
+from processes import PASSWORD, ROOT, MainSite, Sidecar
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def site(request, postgres, redis_url, tmp_path_factory):
+    if request.param == "postgresql":
+        database_url = postgres.create()
+    else:
+        database_url = f"sqlite:///{tmp_path_factory.mktemp('sqlite')}/site.sqlite3"
+    channel = f"e2e-{request.param}-{os.getpid()}-{id(request)}"
+    main_site = MainSite(database_url, redis_url, channel)
+    main_site.manage("migrate", "--noinput")
+    main_site.manage("seed_demo", "--password", PASSWORD)
+    main_site.start()
+    yield main_site
+    main_site.stop()
+
+
+def sidecar_for(site: MainSite, tmp_path, **env: str) -> Sidecar:
+    return Sidecar(
+        tmp_path,
+        DATABASE_URL=site.env["DATABASE_URL"],
+        REDIS_URL=site.env["WSSERVER_REDIS_URL"],
+        WS_CHANNEL=site.env["WSSERVER_CHANNEL"],
+        **env,
+    )
+
+
+@pytest.fixture(scope="module")
+def sidecar(site, tmp_path_factory):
+    process = sidecar_for(site, tmp_path_factory.mktemp("sidecar")).start()
+    yield process
+    assert process.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def browsers(site):
+    """Logged-in admin sessions, one per demo user who can log in."""
+    sessions = {}
+    for username in ["admin", "alice", "bob", "dave"]:
+        sessions[username] = Browser(site.url)
+        sessions[username].login(username, PASSWORD)
+    return sessions
+
+
+async def connect_as(sidecar: Sidecar, browser: Browser):
+    """Fetch a fresh token from the site, as a page would, and connect."""
+    return await authenticate(sidecar.url, browser.token())
+
+
+async def test_admin_changes_reach_a_superuser(sidecar, browsers):
+    admin = browsers["admin"]
+    websocket = await connect_as(sidecar, admin)
+
+    admin.add("article", title="Hello", body="First post", published="on")
+    added = await receive_event(websocket)
+    assert added["action"] == "addition"
+    assert added["model"] == "article"
+    assert added["object"] == "Hello"
+    assert added["user"] == "admin"
+    assert isinstance(added["content_type_id"], int)
+    assert added["timestamp"]
+    pk = added["object_id"]
+
+    admin.change("article", pk, title="Hello again", body="Edited")
+    changed = await receive_event(websocket)
+    assert changed["action"] == "change"
+    assert changed["object"] == "Hello again"
+    assert changed["object_id"] == pk
+    assert "Title" in changed["message"] or "title" in changed["message"]
+
+    admin.delete("article", pk)
+    deleted = await receive_event(websocket)
+    assert deleted["action"] == "deletion"
+    assert deleted["object_id"] == pk
+    await websocket.close()
+
+
+async def test_events_reach_only_users_allowed_to_see_the_model(sidecar, browsers):
+    admin = await connect_as(sidecar, browsers["admin"])
+    alice = await connect_as(sidecar, browsers["alice"])  # view_article
+    dave = await connect_as(sidecar, browsers["dave"])  # group: change_product
+    bob = await connect_as(sidecar, browsers["bob"])  # no permission
+
+    browsers["admin"].add("article", title="For Alice", body="x")
+    article = await receive_event(admin)
+    assert (await receive_event(alice)) == article
+    await assert_no_event(dave)
+    await assert_no_event(bob)
+
+    browsers["admin"].add("product", name="Widget", price="9.99")
+    product = await receive_event(admin)
+    assert product["model"] == "product"
+    assert (await receive_event(dave)) == product
+    await assert_no_event(alice)
+    await assert_no_event(bob)
+
+    for websocket in (admin, alice, dave, bob):
+        await websocket.close()
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        pytest.param(lambda site: site.token("carol"), id="inactive user"),
+        pytest.param(
+            lambda site: site.token("alice", SECRET_KEY="another-site-secret-key"),
+            id="other SECRET_KEY",
+        ),
+        pytest.param(lambda site: site.token("alice") + "x", id="tampered token"),
+        pytest.param(lambda site: "not a token", id="garbage"),
+        pytest.param(lambda site: "", id="empty"),
+        pytest.param(lambda site: b"\x00\x01binary", id="binary frame"),
+    ],
+)
+async def test_refused_tokens_close_with_1011_and_the_server_goes_on(
+    site, sidecar, browsers, make_token
+):
+    refused = await authenticate(sidecar.url, make_token(site))
+    assert await closed_with(refused) == (1011, "authentication failed")
+
+    # The server keeps serving.
+    websocket = await connect_as(sidecar, browsers["admin"])
+    browsers["admin"].add("supplier", name="After refusal", email="s@example.com")
+    assert (await receive_event(websocket))["object"] == "After refusal"
+    await websocket.close()
+
+
+async def test_deleted_user_token_is_refused(site, sidecar, browsers):
+    site.manage("shell", "-c", _CREATE_USER_SCRIPT.format(name="erin"))
+    token = site.token("erin")
+    site.manage("shell", "-c", _DELETE_USER_SCRIPT.format(name="erin"))
+    refused = await authenticate(sidecar.url, token)
+    assert await closed_with(refused) == (1011, "authentication failed")
+
+
+_CREATE_USER_SCRIPT = """
+from django.contrib.auth import get_user_model
+get_user_model().objects.create_user("{name}", password="x")
+"""
+_DELETE_USER_SCRIPT = """
+from django.contrib.auth import get_user_model
+get_user_model().objects.filter(username="{name}").delete()
+"""
+
+
+async def test_expired_token_is_refused(site, tmp_path):
+    process = sidecar_for(site, tmp_path, SESAME_MAX_AGE="1").start()
+    try:
+        token = site.token("admin")
+        await asyncio.sleep(2.1)
+        refused = await authenticate(process.url, token)
+        assert await closed_with(refused) == (1011, "authentication failed")
+        fresh = await authenticate(process.url, site.token("admin"))
+        await assert_no_event(fresh, 0.3)  # open, authenticated, nothing to say
+        assert fresh.close_code is None
+        await fresh.close()
+    finally:
+        process.stop()
+
+
+async def test_bulk_delete_publishes_one_event_per_object(sidecar, browsers):
+    admin = browsers["admin"]
+    websocket = await connect_as(sidecar, admin)
+    pks = []
+    for name in ["Bolt", "Nut", "Screw"]:
+        admin.add("product", name=name, price="1.00")
+        pks.append((await receive_event(websocket))["object_id"])
+
+    admin.delete_selected("product", pks)
+    deleted = [await receive_event(websocket) for _ in pks]
+    assert sorted(event["object_id"] for event in deleted) == sorted(pks)
+    assert {event["action"] for event in deleted} == {"deletion"}
+    await assert_no_event(websocket)
+    await websocket.close()
+
+
+async def test_two_sidecars_share_one_redis(site, sidecar, browsers, tmp_path):
+    second = sidecar_for(site, tmp_path).start()
+    try:
+        on_first = await connect_as(sidecar, browsers["alice"])
+        on_second = await connect_as(second, browsers["alice"])
+        browsers["admin"].add("article", title="Everywhere", body="x")
+        assert (await receive_event(on_first))["object"] == "Everywhere"
+        assert (await receive_event(on_second))["object"] == "Everywhere"
+        await on_first.close()
+        await on_second.close()
+    finally:
+        assert second.stop() == 0
+
+
+def run_in_sidecar_project(site: MainSite, code: str) -> subprocess.CompletedProcess:
+    """Run Python code with the sidecar's Django project on the site's database."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "settings_auth",
+        "DATABASE_URL": site.env["DATABASE_URL"],
+        "SECRET_KEY": site.env["SECRET_KEY"],
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_migrating_with_the_sidecar_settings_is_refused(site):
+    result = run_in_sidecar_project(
+        site,
+        "import sys; from django.core.management import execute_from_command_line;"
+        "execute_from_command_line(['django-admin', 'migrate', '--noinput'])",
+    )
+    assert result.returncode != 0
+    assert "wsserver never changes the main site's database" in result.stderr
+
+
+def test_the_sidecar_cannot_write_to_the_database(site):
+    result = run_in_sidecar_project(
+        site,
+        "import django; django.setup()\n"
+        "from django.contrib.auth.models import Group\n"
+        "print(Group.objects.count())\n"
+        "Group.objects.create(name='written by the sidecar')\n",
+    )
+    assert result.returncode != 0
+    assert result.stdout.strip().isdigit()  # reading works
+    assert "read-only" in result.stderr or "readonly" in result.stderr, result.stderr

@@ -1,0 +1,94 @@
+"""Fan-out: each event framed once, the same bytes written to every recipient.
+
+Server-to-client frames are not masked, so without compression an event's
+frame is identical for every recipient: it is built once and written to each
+recipient's transport, which is the least work a delivery can cost. Events
+that arrive together (a bulk admin action) are grouped so that each
+connection gets one write for all of them.
+
+With permessage-deflate each connection compresses with its own context, so
+events go through websockets' ``broadcast()`` one by one instead.
+
+A connection whose pending output passes ``max_buffer`` bytes has stopped
+reading: it gets no more events and ``on_slow`` is called to close it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+
+from .events import Event
+from .routing import Router
+
+__all__ = ["Fanout", "text_frame"]
+
+OPEN = State.OPEN
+
+
+def text_frame(payload: bytes) -> bytes:
+    """A complete, unmasked, uncompressed text frame carrying ``payload``."""
+    return Frame(Opcode.TEXT, payload).serialize(mask=False)
+
+
+class Fanout:
+    """Deliver events to the connections the router names."""
+
+    def __init__(
+        self,
+        router: Router[ServerConnection],
+        *,
+        max_buffer: int,
+        compression: bool,
+        on_slow: Callable[[ServerConnection], None],
+    ) -> None:
+        self.router = router
+        self.max_buffer = max_buffer
+        self.compression = compression
+        self.on_slow = on_slow
+        self.deliveries = 0
+        self._pending: list[Event] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def submit(self, event: Event) -> None:
+        """Queue an event; events submitted in the same loop iteration go together."""
+        if not self._pending:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self.flush)
+        self._pending.append(event)
+
+    def flush(self) -> None:
+        events, self._pending = self._pending, []
+        if self.compression:
+            for event in events:
+                recipients = list(self.router.recipients(event.content_type_id))
+                broadcast(recipients, event.payload, text=True)
+                self.deliveries += len(recipients)
+        elif len(events) == 1:
+            event = events[0]
+            frame = text_frame(event.payload)
+            for connection in list(self.router.recipients(event.content_type_id)):
+                self._write(connection, frame)
+        else:
+            batches: dict[ServerConnection, list[bytes]] = {}
+            for event in events:
+                frame = text_frame(event.payload)
+                for connection in self.router.recipients(event.content_type_id):
+                    batches.setdefault(connection, []).append(frame)
+            for connection, frames in batches.items():
+                self._write(connection, b"".join(frames), len(frames))
+
+    def _write(self, connection: ServerConnection, data: bytes, count: int = 1) -> None:
+        if connection.protocol.state is not OPEN:
+            return
+        transport = connection.transport
+        transport.write(data)
+        self.deliveries += count
+        if transport.get_write_buffer_size() > self.max_buffer:
+            self.router.remove(connection)
+            self.on_slow(connection)

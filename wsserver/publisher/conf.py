@@ -1,0 +1,21 @@
+"""The publisher's settings, read from the main site's settings with defaults."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+
+def redis_url() -> str:
+    return getattr(settings, "WSSERVER_REDIS_URL", "redis://127.0.0.1:6379/1")
+
+
+def channel() -> str:
+    return getattr(settings, "WSSERVER_CHANNEL", "events")
+
+
+def sesame_scope() -> str:
+    return getattr(settings, "WSSERVER_SESAME_SCOPE", "")
+
+
+def publish_timeout() -> float:
+    return float(getattr(settings, "WSSERVER_PUBLISH_TIMEOUT", 2))

@@ -1,0 +1,11 @@
+"""Tokens for the sidecar, in the scope it expects."""
+
+from __future__ import annotations
+
+from sesame.utils import get_token
+
+from . import conf
+
+
+def token_for(user) -> str:
+    return get_token(user, scope=conf.sesame_scope())
