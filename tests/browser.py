@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html.parser
 import http.cookiejar
 import json
 import urllib.error
@@ -74,8 +75,68 @@ class Browser:
         )
         assert status == 200, body[:2000]
 
+    def submit_form(
+        self, path: str, changes: dict[str, str | list[str] | None]
+    ) -> tuple[int, str]:
+        """Post a page's form back as a browser would, with some fields changed.
+
+        A value of None unchecks a checkbox (removes the field); a list sets
+        every selected value of a multiple select.
+        """
+        status, page = self.request(path)
+        assert status == 200, (status, page[:500])
+        parser = _FormFields()
+        parser.feed(page)
+        fields = [(k, v) for k, v in parser.fields if k not in changes]
+        for name, value in changes.items():
+            if isinstance(value, list):
+                fields += [(name, item) for item in value]
+            elif value is not None:
+                fields.append((name, value))
+        fields.append(("_save", "Save"))
+        return self.request(path, fields)
+
     def delete_selected(self, model: str, pks: list[str]) -> None:
         fields = [("action", "delete_selected"), ("post", "yes"), ("index", "0")]
         fields += [("_selected_action", pk) for pk in pks]
         status, body = self.request(f"/admin/catalog/{model}/", fields)
         assert status == 200, body[:2000]
+
+
+class _FormFields(html.parser.HTMLParser):
+    """The fields a browser would submit from a page's forms (enough for the admin)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fields: list[tuple[str, str]] = []
+        self._select: str | None = None
+        self._textarea: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        name = attributes.get("name")
+        if tag == "input" and name and name != "csrfmiddlewaretoken":
+            kind = attributes.get("type", "text")
+            if kind in ("checkbox", "radio"):
+                if "checked" in attributes:
+                    self.fields.append((name, attributes.get("value") or "on"))
+            elif kind not in ("submit", "button", "file", "image"):
+                self.fields.append((name, attributes.get("value") or ""))
+        elif tag == "select" and name:
+            self._select = name
+        elif tag == "option" and self._select and "selected" in attributes:
+            self.fields.append((self._select, attributes.get("value") or ""))
+        elif tag == "textarea" and name:
+            self._textarea = name
+            self.fields.append((name, ""))
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
+        elif tag == "textarea":
+            self._textarea = None
+
+    def handle_data(self, data):
+        if self._textarea:
+            name, value = self.fields.pop()
+            self.fields.append((name, value + data))

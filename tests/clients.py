@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 
+import redis
 from websockets.asyncio.client import ClientConnection, connect
+
+from wsserver.wire import PUBLISH_WITH_HISTORY, history_key
 
 
 async def authenticate(url: str, token: str | bytes) -> ClientConnection:
@@ -34,3 +37,17 @@ async def closed_with(websocket: ClientConnection, timeout: float = 10):
         await websocket.wait_closed()
     assert websocket.close_code is not None
     return websocket.close_code, websocket.close_reason
+
+
+def publish_like_the_publisher(
+    client: redis.Redis, channel: str, event: dict, history_size: int = 10_000
+) -> str:
+    """Publish an event as wsserver.publisher does; return its id."""
+    return client.eval(
+        PUBLISH_WITH_HISTORY,
+        1,
+        history_key(channel),
+        json.dumps(event),
+        history_size,
+        channel,
+    ).decode()

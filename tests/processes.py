@@ -127,6 +127,17 @@ class Sidecar:
         self.log_path = tmp_path / f"sidecar-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
+    @classmethod
+    def for_site(cls, site: MainSite, tmp_path: Path, **env: str) -> Sidecar:
+        """A sidecar on the site's database, Redis and channel."""
+        return cls(
+            tmp_path,
+            DATABASE_URL=site.env["DATABASE_URL"],
+            REDIS_URL=site.env["WSSERVER_REDIS_URL"],
+            WS_CHANNEL=site.env["WSSERVER_CHANNEL"],
+            **env,
+        )
+
     def start(self, wait_ready: bool = True) -> Sidecar:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(

@@ -48,19 +48,21 @@ def subscriber(django_site, channel):
 
     with override_settings(WSSERVER_REDIS_URL=django_site, WSSERVER_CHANNEL=channel):
         reset_client()
-        pubsub = redis.Redis.from_url(django_site).pubsub(
-            ignore_subscribe_messages=True
-        )
+        client = redis.Redis.from_url(django_site)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(channel)
         pubsub.get_message(timeout=1)  # the subscription confirmation
-        yield Listener(pubsub)
+        yield Listener(pubsub, client, channel)
         pubsub.close()
+        client.delete(f"{channel}:history")
     reset_client()
 
 
 class Listener:
-    def __init__(self, pubsub):
+    def __init__(self, pubsub, redis, channel):
         self.pubsub = pubsub
+        self.redis = redis
+        self.channel = channel
 
     def events(self, wait: float = 0.5) -> list[dict]:
         """Every event received within ``wait`` seconds of the last one."""
@@ -95,6 +97,12 @@ def test_an_admin_addition_is_published_with_the_guides_fields(
     assert response.status_code == 302
     [event] = subscriber.events()
     article = Article.objects.get(title="Published")
+    # The id is the event's entry in the channel's history stream.
+    [(stream_id, fields)] = subscriber.redis.xrevrange(
+        f"{subscriber.channel}:history", count=1
+    )
+    assert event.pop("id") == stream_id.decode()
+    assert json.loads(fields[b"event"]) == event
     assert event == {
         "model": "article",
         "object": "Published",

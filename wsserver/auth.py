@@ -14,9 +14,11 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -45,6 +47,9 @@ class Principal:
     user_id: str
     username: str
     permissions: Permissions
+    # Changes when the password does: sesame's tokens die with it, and so do
+    # the connections they opened (when INVALIDATE_ON_PASSWORD_CHANGE).
+    credentials: str = ""
 
 
 class ContentTypeCache:
@@ -96,10 +101,35 @@ class Authenticator:
         user = parse_token(token, self._get_active_user, self.scope)
         if user is None:
             return None
+        return self._principal(user)
+
+    def reauthenticate(self, user_ids: Iterable[str]) -> dict[str, Principal | None]:
+        """Recheck users whose access changed: None for those who lost it."""
+        return {user_id: self._reauthenticate(user_id) for user_id in user_ids}
+
+    def _reauthenticate(self, user_id: str) -> Principal | None:
+        try:
+            user = self.User._default_manager.only(*self._fields).get(pk=user_id)
+        except (self.User.DoesNotExist, ValidationError, ValueError, TypeError):
+            return None
+        return self._principal(user) if user.is_active else None
+
+    def group_members(self, group_id: int) -> set[str]:
+        """The ids of a group's members, to recheck them when it changes."""
+        through = self.User.groups.through
+        [to_user] = [f for f in through._meta.fields if f.related_model is self.User]
+        rows = through._default_manager.filter(group_id=group_id)
+        return {str(pk) for pk in rows.values_list(to_user.attname, flat=True)}
+
+    def _principal(self, user: Any) -> Principal:
+        credentials = ""
+        if sesame_settings.INVALIDATE_ON_PASSWORD_CHANGE:
+            credentials = hashlib.sha256(user.password.encode()).hexdigest()[:16]
         return Principal(
             user_id=str(user.pk),
             username=str(user.get_username()),
             permissions=self.permissions_for(user),
+            credentials=credentials,
         )
 
     def permissions_for(self, user: Any) -> Permissions:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
@@ -44,11 +44,25 @@ class Subscriber:
     """Subscribe to one Redis pub/sub channel, forever."""
 
     def __init__(
-        self, url: str, channel: str, on_message: Callable[[bytes], None]
+        self,
+        url: str,
+        channel: str,
+        on_message: Callable[[bytes], None],
+        *,
+        on_control: Callable[[bytes], Awaitable[None] | None] | None = None,
+        control_channel: str | None = None,
     ) -> None:
         self.url = url
         self.channel = channel
         self.on_message = on_message
+        # Control messages (access changes) come on a second channel of the
+        # same connection, so they stay in order with events; a handler that
+        # returns an awaitable holds the events after it until it is done.
+        self.handlers: dict[bytes, Callable[[bytes], Awaitable[None] | None]] = {
+            channel.encode(): on_message
+        }
+        if on_control is not None and control_channel is not None:
+            self.handlers[control_channel.encode()] = on_control
         self.subscribed = False
         self.reconnects = 0
         self._had_subscription = False
@@ -93,7 +107,7 @@ class Subscriber:
         )
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(self.channel)
+            await pubsub.subscribe(*self.handlers)
             self._set_subscribed(True)
             self._had_subscription = True
             (logger.warning if self.reconnects else logger.info)(
@@ -103,8 +117,11 @@ class Subscriber:
             )
             while True:
                 message = await pubsub.get_message(timeout=READ_TIMEOUT)
-                if message is not None and message["type"] == "message":
-                    self.on_message(message["data"])
+                if message is None or message["type"] != "message":
+                    continue
+                result = self.handlers[message["channel"]](message["data"])
+                if result is not None:
+                    await result
         finally:
             self._set_subscribed(False)
             try:

@@ -215,6 +215,15 @@ SETTINGS: tuple[Setting, ...] = (
         _text,
         group="Shared with the main site",
     ),
+    Setting(
+        "WS_HISTORY_SIZE",
+        "10000",
+        "Events a resuming client may be sent: the length of the history the "
+        "main site keeps (its WSSERVER_HISTORY_SIZE). A client that missed "
+        "more is told to reload instead.",
+        _integer(0),
+        group="Shared with the main site",
+    ),
     # django-sesame: each must equal the main site's setting of the same name.
     Setting(
         "SESAME_MAX_AGE",
@@ -436,6 +445,7 @@ class Config:
     redis_url: str = dataclasses.field(repr=False)
     channel: str
     sesame_scope: str
+    history_size: int
     sesame: dict[str, Any] = dataclasses.field(repr=False)
     user_model: UserModel
     host: str
@@ -519,6 +529,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         redis_url=values["REDIS_URL"],
         channel=values["WS_CHANNEL"],
         sesame_scope=values["WS_SESAME_SCOPE"],
+        history_size=values["WS_HISTORY_SIZE"],
         sesame=sesame,
         user_model=UserModel(
             table=values["WS_USER_TABLE"],

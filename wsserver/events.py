@@ -9,7 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 
-__all__ = ["Event", "InvalidEvent", "parse_event"]
+__all__ = [
+    "Event",
+    "InvalidEvent",
+    "event_id_key",
+    "parse_event",
+    "with_id",
+]
 
 
 class InvalidEvent(ValueError):
@@ -20,6 +26,9 @@ class InvalidEvent(ValueError):
 class Event:
     content_type_id: int
     payload: bytes
+    # The Redis Stream entry id the publisher gave it ("<ms>-<seq>"); None
+    # for events published straight to the channel, which cannot be replayed.
+    id: str | None = None
 
 
 def parse_event(payload: bytes | str) -> Event:
@@ -44,4 +53,24 @@ def parse_event(payload: bytes | str) -> Event:
         raise InvalidEvent(
             f"content_type_id is {content_type_id!r}, expected an integer"
         )
-    return Event(content_type_id, payload)
+    event_id = data.get("id")
+    if event_id is not None and event_id_key(event_id) is None:
+        raise InvalidEvent(f"id is {event_id!r}, expected a stream id like '1-0'")
+    return Event(content_type_id, payload, event_id)
+
+
+def event_id_key(event_id: object) -> tuple[int, int] | None:
+    """Make stream ids comparable: "1700000000000-3" -> (1700000000000, 3)."""
+    if not isinstance(event_id, str):
+        return None
+    milliseconds, dash, sequence = event_id.partition("-")
+    if not (dash and milliseconds.isdigit() and sequence.isdigit()):
+        return None
+    if not (milliseconds.isascii() and sequence.isascii()):
+        return None
+    return int(milliseconds), int(sequence)
+
+
+def with_id(payload: bytes, event_id: str) -> bytes:
+    """Insert ``"id"`` first in a JSON object, as the publisher's script does."""
+    return b'{"id":"' + event_id.encode() + b'",' + payload.lstrip()[1:]

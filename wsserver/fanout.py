@@ -11,6 +11,10 @@ events go through websockets' ``broadcast()`` one by one instead.
 
 A connection whose pending output passes ``max_buffer`` bytes has stopped
 reading: it gets no more events and ``on_slow`` is called to close it.
+
+A connection that is being sent its missed events is *held*: live events for
+it are queued instead, and handed to the resuming code, which sends those
+that the replay did not include.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from .events import Event
+from .resume import HeldTooMany, Position, Resumes
 from .routing import Router
 
 __all__ = ["Fanout", "text_frame"]
@@ -53,6 +58,42 @@ class Fanout:
         self.deliveries = 0
         self._pending: list[Event] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.resumes: Resumes[ServerConnection] = Resumes()
+
+    # Resuming connections (see wsserver.resume)
+
+    def hold(self, connection: ServerConnection) -> None:
+        """Queue the connection's live events until :meth:`release`."""
+        self.resumes.hold(connection)
+
+    def take_held(self, connection: ServerConnection) -> list[Event]:
+        """The events held so far for a connection, including pending ones."""
+        if self._pending:
+            self.flush()
+        return self.resumes.take(connection)
+
+    def release(self, connection: ServerConnection, position: Position) -> None:
+        """Deliver live events again, except those up to ``position``."""
+        self.resumes.release(connection, position)
+
+    def forget(self, connection: ServerConnection) -> None:
+        self.resumes.forget(connection)
+
+    def _recipients(self, event: Event):
+        recipients = self.router.recipients(event.content_type_id)
+        if not self.resumes:
+            return recipients
+        self.resumes.observe(event)
+        return self._admitted(list(recipients), event)
+
+    def _admitted(self, recipients: list[ServerConnection], event: Event):
+        for connection in recipients:
+            try:
+                if self.resumes.admit(connection, event):
+                    yield connection
+            except HeldTooMany:
+                self.router.remove(connection)
+                self.on_slow(connection)
 
     def submit(self, event: Event) -> None:
         """Queue an event; events submitted in the same loop iteration go together."""
@@ -66,19 +107,19 @@ class Fanout:
         events, self._pending = self._pending, []
         if self.compression:
             for event in events:
-                recipients = list(self.router.recipients(event.content_type_id))
+                recipients = list(self._recipients(event))
                 broadcast(recipients, event.payload, text=True)
                 self.deliveries += len(recipients)
         elif len(events) == 1:
             event = events[0]
             frame = text_frame(event.payload)
-            for connection in list(self.router.recipients(event.content_type_id)):
+            for connection in list(self._recipients(event)):
                 self._write(connection, frame)
         else:
             batches: dict[ServerConnection, list[bytes]] = {}
             for event in events:
                 frame = text_frame(event.payload)
-                for connection in self.router.recipients(event.content_type_id):
+                for connection in self._recipients(event):
                     batches.setdefault(connection, []).append(frame)
             for connection, frames in batches.items():
                 self._write(connection, b"".join(frames), len(frames))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
+import json
 import logging
 import signal
 import time
@@ -22,13 +23,17 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from .bus import Subscriber
+from .control import GroupChanged, InvalidControl, parse_control
 from .database import Database, DatabaseUnavailable
-from .events import InvalidEvent, parse_event
+from .events import InvalidEvent, event_id_key, parse_event
 from .fanout import Fanout
+from .hello import InvalidHello, parse_hello
+from .history import History, HistoryUnavailable, Missed
 from .routing import Router
+from .wire import control_channel, history_key
 
 if TYPE_CHECKING:
-    from .auth import Authenticator
+    from .auth import Authenticator, Principal
     from .config import Config
 
 __all__ = ["Sidecar"]
@@ -43,11 +48,15 @@ TOO_MANY_CONNECTIONS = (CloseCode.POLICY_VIOLATION, "too many connections")
 TRY_AGAIN_LATER = (CloseCode.TRY_AGAIN_LATER, "try again later")
 CLIENT_TOO_SLOW = (CloseCode.TRY_AGAIN_LATER, "client too slow")
 SERVER_RESTART = (CloseCode.SERVICE_RESTART, "server restarting")
+ACCESS_REVOKED = (CloseCode.POLICY_VIOLATION, "access revoked")
 
 READINESS_CACHE_SECONDS = 2.0
 # How long a client that stopped reading gets to complete the closing
 # handshake before its connection is aborted.
 SLOW_CLOSE_TIMEOUT = 5.0
+# How long an access change may take to recheck before the users concerned
+# are disconnected (to reconnect and authenticate again) rather than trusted.
+RECHECK_TIMEOUT = 5.0
 
 
 class Sidecar:
@@ -67,8 +76,16 @@ class Sidecar:
             on_slow=self.close_slow_client,
         )
         self.subscriber = Subscriber(
-            config.redis_url, config.channel, self.on_bus_message
+            config.redis_url,
+            config.channel,
+            self.on_bus_message,
+            on_control=self.on_control_message,
+            control_channel=control_channel(config.channel),
         )
+        self.history = History(
+            config.redis_url, history_key(config.channel), config.history_size
+        )
+        self.principals: dict[ServerConnection, Principal] = {}
         self.server: Server | None = None
         self.slow_closes = 0
         self._database_ready = (float("-inf"), False)
@@ -84,6 +101,73 @@ class Sidecar:
             logger.warning("Skipped a bus message: %s: %.100r", exc, payload)
             return
         self.fanout.submit(event)
+
+    def on_control_message(self, payload: bytes):
+        """Recheck the connected users whose access changed.
+
+        Returns an awaitable when there is work to do: the subscriber waits
+        for it before the next event, so new permissions apply to that event.
+        """
+        try:
+            change = parse_control(payload)
+        except InvalidControl as exc:
+            logger.warning("Skipped a control message: %s: %.100r", exc, payload)
+            return None
+        connected = set(self.router.users())
+        if isinstance(change, GroupChanged):
+            if not connected:
+                return None
+            group_id = change.group_id
+
+            def recheck():
+                members = self.authenticator.group_members(group_id) & connected
+                return self.authenticator.reauthenticate(members)
+
+            return self._recheck(recheck, f"group {group_id}", set())
+        user_ids = change.user_ids & connected
+        if not user_ids:
+            return None
+        return self._recheck(
+            lambda: self.authenticator.reauthenticate(user_ids),
+            f"users {', '.join(sorted(user_ids))}",
+            user_ids,
+        )
+
+    async def _recheck(self, work, what: str, user_ids: set[str]) -> None:
+        try:
+            async with asyncio.timeout(RECHECK_TIMEOUT):
+                principals = await self.database.run(work)
+        except (DatabaseUnavailable, TimeoutError) as exc:
+            # Access may have been revoked and cannot be checked: disconnect
+            # the users concerned; they authenticate again when they can.
+            logger.warning("Cannot recheck %s: %s", what, exc or "timeout")
+            for user_id in user_ids:
+                for connection in self.router.connections_of(user_id):
+                    self._disconnect(connection, TRY_AGAIN_LATER)
+            return
+        for user_id, principal in principals.items():
+            self._apply(user_id, principal)
+
+    def _apply(self, user_id: str, principal: Principal | None) -> None:
+        for connection in self.router.connections_of(user_id):
+            previous = self.principals.get(connection)
+            revoked = principal is None or (
+                previous is not None and previous.credentials != principal.credentials
+            )
+            if revoked:
+                logger.info(
+                    "Connection %s: access revoked for user %s", connection.id, user_id
+                )
+                self._disconnect(connection, ACCESS_REVOKED)
+            else:
+                assert principal is not None
+                self.router.update(connection, principal.permissions)
+                self.principals[connection] = principal
+
+    def _disconnect(self, connection: ServerConnection, close: tuple[int, str]) -> None:
+        self.router.remove(connection)
+        self.fanout.forget(connection)
+        self._spawn(_close_or_abort(connection, *close))
 
     def close_slow_client(self, connection: ServerConnection) -> None:
         """Close a connection that stopped reading; abort it if that hangs."""
@@ -104,9 +188,10 @@ class Sidecar:
 
     async def handler(self, connection: ServerConnection) -> None:
         opened = time.monotonic()
-        principal = await self._authenticate(connection)
-        if principal is None:
+        authenticated = await self._authenticate(connection)
+        if authenticated is None:
             return
+        principal, hello = authenticated
         user_connections = self.router.connections_of(principal.user_id)
         if len(user_connections) >= self.config.max_connections_per_user:
             logger.warning(
@@ -118,10 +203,13 @@ class Sidecar:
             await connection.close(*TOO_MANY_CONNECTIONS)
             return
         self.router.add(connection, principal.user_id, principal.permissions)
+        self.principals[connection] = principal
         logger.info(
             "Connection %s opened for user %s", connection.id, principal.user_id
         )
         try:
+            if hello.last_event_id is not None:
+                await self._resume(connection, hello.last_event_id)
             # Clients have nothing to say after their token: read and discard,
             # so that what they send never piles up.
             async for _ in connection:
@@ -130,6 +218,8 @@ class Sidecar:
             pass
         finally:
             self.router.remove(connection)
+            self.fanout.forget(connection)
+            self.principals.pop(connection, None)
             logger.info(
                 "Connection %s closed for user %s after %.1f s: %s",
                 connection.id,
@@ -152,9 +242,17 @@ class Sidecar:
             await connection.close(*AUTHENTICATION_FAILED)
             return None
         try:
+            hello = parse_hello(token)
+        except InvalidHello as exc:
+            logger.info(
+                "Connection %s sent an invalid first message: %s", connection.id, exc
+            )
+            await connection.close(*AUTHENTICATION_FAILED)
+            return None
+        try:
             async with asyncio.timeout_at(deadline):
                 principal = await self.database.run(
-                    self.authenticator.authenticate, token.strip()
+                    self.authenticator.authenticate, hello.token
                 )
         except (DatabaseUnavailable, TimeoutError) as exc:
             logger.warning(
@@ -172,7 +270,47 @@ class Sidecar:
             logger.info("Authentication failed for connection %s", connection.id)
             await connection.close(*AUTHENTICATION_FAILED)
             return None
-        return principal
+        return principal, hello
+
+    async def _resume(self, connection: ServerConnection, last_event_id: str) -> None:
+        """Send the events missed since ``last_event_id``, then live ones.
+
+        Live events are held from before the history is read until the replay
+        is done; those the replay already included are dropped by id, so there
+        is no gap and no duplicate. Replayed events are filtered with the
+        user's permissions as they are now.
+        """
+        self.fanout.hold(connection)
+        try:
+            try:
+                missed = await self.history.after(last_event_id)
+            except HistoryUnavailable:
+                missed = Missed([], gap=True)
+            if missed.gap:
+                await connection.send(
+                    json.dumps({"type": "resume_gap", "last_event_id": last_event_id})
+                )
+            position = event_id_key(last_event_id)
+            for event_id, payload in missed.events:
+                position = event_id_key(event_id)
+                if connection not in self.router:  # revoked meanwhile
+                    break
+                try:
+                    event = parse_event(payload)
+                except InvalidEvent:
+                    continue
+                if self.router.permissions(connection).allows(event.content_type_id):
+                    await connection.send(payload, text=True)
+            while held := self.fanout.take_held(connection):
+                for event in held:
+                    key = event_id_key(event.id)
+                    if key is None or key > position:
+                        await connection.send(event.payload, text=True)
+        except BaseException:
+            self.fanout.forget(connection)
+            raise
+        else:
+            self.fanout.release(connection, position)
 
     # HTTP endpoints on the WebSocket port
 
@@ -258,6 +396,7 @@ class Sidecar:
             subscriber.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await subscriber
+            await self.history.close()
 
     async def shutdown(self) -> None:
         """Close every connection with 1012, aborting those that hang."""

@@ -12,6 +12,10 @@ published on the Redis channel that the sidecar reads. Settings (all optional):
 ``WSSERVER_SESAME_SCOPE``
     Scope of the tokens made by the template tag and the token view. Default:
     ``""``, like ``WS_SESAME_SCOPE``.
+``WSSERVER_HISTORY_SIZE``
+    Events kept in a Redis Stream (``<channel>:history``) so that clients
+    can resume after a disconnection; 0 disables history. Default: ``10000``,
+    like the sidecar's ``WS_HISTORY_SIZE``.
 ``WSSERVER_PUBLISH_TIMEOUT``
     Seconds to wait for Redis before giving up (and logging). Default: ``2``.
 """

@@ -19,3 +19,8 @@ def sesame_scope() -> str:
 
 def publish_timeout() -> float:
     return float(getattr(settings, "WSSERVER_PUBLISH_TIMEOUT", 2))
+
+
+def history_size() -> int:
+    """Events kept in the Redis Stream for resuming clients; 0: none."""
+    return int(getattr(settings, "WSSERVER_HISTORY_SIZE", 10_000))

@@ -1,0 +1,90 @@
+"""Connections catching up on history: no gap and no duplicate at the seam.
+
+Plain Python, no I/O. While a resuming connection is sent the events it
+missed, its live events are *held*. Then it is *released* at a position (the
+last event id the replay covered): live events up to that position are
+dropped, since the replay sent them, until the live stream is past it. Event
+ids increase in publication order and Redis delivers in that order, so once
+any event past the position has gone by, no later one can be a duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+from .events import Event, event_id_key
+
+__all__ = ["HeldTooMany", "Resumes"]
+
+C = TypeVar("C", bound=Hashable)
+Position = tuple[int, int]
+
+
+class HeldTooMany(Exception):
+    """A held connection's queue is full: it cannot catch up."""
+
+
+class Resumes(Generic[C]):
+    def __init__(self, max_held: int = 10_000) -> None:
+        self.max_held = max_held
+        self._held: dict[C, list[Event]] = {}
+        self._after: dict[C, Position] = {}
+        self._newest: Position | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self._held or self._after)
+
+    def hold(self, connection: C) -> None:
+        self._held[connection] = []
+
+    def take(self, connection: C) -> list[Event]:
+        """The events held so far (oldest first); holding goes on."""
+        events = self._held.get(connection)
+        if not events:
+            return []
+        self._held[connection] = []
+        return events
+
+    def release(self, connection: C, position: Position) -> None:
+        """Deliver live events again, except those up to ``position``."""
+        self._held.pop(connection, None)
+        if self._newest is None or self._newest <= position:
+            self._after[connection] = position
+
+    def forget(self, connection: C) -> None:
+        self._held.pop(connection, None)
+        self._after.pop(connection, None)
+
+    def observe(self, event: Event) -> None:
+        """Note a live event before it is admitted to any connection."""
+        key = event_id_key(event.id)
+        if key is None:
+            return
+        if self._newest is None or key > self._newest:
+            self._newest = key
+        if self._after and key > max(self._after.values()):
+            self._after.clear()
+
+    def admit(self, connection: C, event: Event) -> bool:
+        """Whether to send a live event to a connection now.
+
+        Raises HeldTooMany when a held connection's queue is full.
+        """
+        queue = self._held.get(connection)
+        if queue is not None:
+            if len(queue) >= self.max_held:
+                del self._held[connection]
+                raise HeldTooMany
+            queue.append(event)
+            return False
+        after = self._after.get(connection)
+        if after is None:
+            return True
+        key = event_id_key(event.id)
+        if key is None:  # not in the history, so not replayed
+            return True
+        if key <= after:
+            return False
+        del self._after[connection]
+        return True
