@@ -130,13 +130,12 @@ class Sidecar:
     @classmethod
     def for_site(cls, site: MainSite, tmp_path: Path, **env: str) -> Sidecar:
         """A sidecar on the site's database, Redis and channel."""
-        return cls(
-            tmp_path,
-            DATABASE_URL=site.env["DATABASE_URL"],
-            REDIS_URL=site.env["WSSERVER_REDIS_URL"],
-            WS_CHANNEL=site.env["WSSERVER_CHANNEL"],
-            **env,
-        )
+        shared = {
+            "DATABASE_URL": site.env["DATABASE_URL"],
+            "REDIS_URL": site.env["WSSERVER_REDIS_URL"],
+            "WS_CHANNEL": site.env["WSSERVER_CHANNEL"],
+        }
+        return cls(tmp_path, **{**shared, **env})
 
     def start(self, wait_ready: bool = True) -> Sidecar:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)

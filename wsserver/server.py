@@ -23,7 +23,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from .bus import Subscriber
-from .control import GroupChanged, InvalidControl, parse_control
+from .control import GroupChanged, InvalidControl, UsersChanged, parse_control
 from .database import Database, DatabaseUnavailable
 from .events import InvalidEvent, event_id_key, parse_event
 from .fanout import Fanout
@@ -86,6 +86,11 @@ class Sidecar:
             config.redis_url, history_key(config.channel), config.history_size
         )
         self.principals: dict[ServerConnection, Principal] = {}
+        # Access changes, counted, so that a connection whose authentication
+        # overlapped one is rechecked (it may have read the old rows).
+        self._changes = 0
+        self._user_changes: dict[str, int] = {}
+        self._group_change = 0
         self.server: Server | None = None
         self.slow_closes = 0
         self._database_ready = (float("-inf"), False)
@@ -113,6 +118,7 @@ class Sidecar:
         except InvalidControl as exc:
             logger.warning("Skipped a control message: %s: %.100r", exc, payload)
             return None
+        self._note_change(change)
         connected = set(self.router.users())
         if isinstance(change, GroupChanged):
             if not connected:
@@ -132,6 +138,18 @@ class Sidecar:
             f"users {', '.join(sorted(user_ids))}",
             user_ids,
         )
+
+    def _note_change(self, change: UsersChanged | GroupChanged) -> None:
+        self._changes += 1
+        if isinstance(change, GroupChanged) or len(self._user_changes) > 10_000:
+            self._user_changes.clear()
+            self._group_change = self._changes
+        else:
+            for user_id in change.user_ids:
+                self._user_changes[user_id] = self._changes
+
+    def _changed_since(self, user_id: str, count: int) -> bool:
+        return max(self._group_change, self._user_changes.get(user_id, 0)) > count
 
     async def _recheck(self, work, what: str, user_ids: set[str]) -> None:
         try:
@@ -191,7 +209,7 @@ class Sidecar:
         authenticated = await self._authenticate(connection)
         if authenticated is None:
             return
-        principal, hello = authenticated
+        principal, hello, changes = authenticated
         user_connections = self.router.connections_of(principal.user_id)
         if len(user_connections) >= self.config.max_connections_per_user:
             logger.warning(
@@ -204,6 +222,15 @@ class Sidecar:
             return
         self.router.add(connection, principal.user_id, principal.permissions)
         self.principals[connection] = principal
+        if self._changed_since(principal.user_id, changes):
+            user_ids = {principal.user_id}
+            self._spawn(
+                self._recheck(
+                    lambda: self.authenticator.reauthenticate(user_ids),
+                    f"user {principal.user_id}",
+                    user_ids,
+                )
+            )
         logger.info(
             "Connection %s opened for user %s", connection.id, principal.user_id
         )
@@ -249,6 +276,7 @@ class Sidecar:
             )
             await connection.close(*AUTHENTICATION_FAILED)
             return None
+        changes = self._changes
         try:
             async with asyncio.timeout_at(deadline):
                 principal = await self.database.run(
@@ -270,7 +298,7 @@ class Sidecar:
             logger.info("Authentication failed for connection %s", connection.id)
             await connection.close(*AUTHENTICATION_FAILED)
             return None
-        return principal, hello
+        return principal, hello, changes
 
     async def _resume(self, connection: ServerConnection, last_event_id: str) -> None:
         """Send the events missed since ``last_event_id``, then live ones.
@@ -323,7 +351,8 @@ class Sidecar:
         if path == "/readyz":
             return await self._readiness(connection)
         assert self.server is not None
-        if len(self.server.all_connections) > self.config.max_connections:
+        # all_connections counts open connections, not this handshake.
+        if len(self.server.all_connections) >= self.config.max_connections:
             return connection.respond(
                 http.HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n"
             )

@@ -1,0 +1,190 @@
+"""A bounded, seeded fuzz of first frames and bus payloads against a real sidecar.
+
+Afterwards the server must still serve, must not have logged a traceback,
+and must hold no more open files (connections) than before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+
+import pytest
+import redis
+from clients import authenticate, receive_event
+from processes import PASSWORD, MainSite, Sidecar
+from rawclient import RawClient
+from websockets.frames import Opcode
+
+pytestmark = pytest.mark.e2e
+
+SEED = int(os.environ.get("WSSERVER_FUZZ_SEED", "20261125"))
+CASES = 300
+
+
+@pytest.fixture(scope="module")
+def site(redis_url, tmp_path_factory):
+    database = tmp_path_factory.mktemp("fuzz") / "site.sqlite3"
+    main_site = MainSite(f"sqlite:///{database}", redis_url, f"fuzz-{os.getpid()}")
+    main_site.manage("migrate", "--noinput")
+    main_site.manage("seed_demo", "--password", PASSWORD)
+    return main_site
+
+
+@pytest.fixture(scope="module")
+def sidecar(site, tmp_path_factory):
+    process = Sidecar.for_site(
+        site,
+        tmp_path_factory.mktemp("sidecar"),
+        SESAME_MAX_AGE="86400",
+        WS_AUTH_TIMEOUT="2",
+        WS_MAX_CONNECTIONS_PER_USER="1000",
+    ).start()
+    yield process
+    assert process.stop() == 0
+
+
+def open_sockets(sidecar: Sidecar) -> int:
+    """Sockets the sidecar holds: its client connections, Redis, PostgreSQL."""
+    directory = f"/proc/{sidecar.process.pid}/fd"
+    targets = []
+    for fd in os.listdir(directory):
+        with contextlib.suppress(FileNotFoundError):
+            targets.append(os.readlink(f"{directory}/{fd}"))
+    return sum(target.startswith("socket:") for target in targets)
+
+
+def near_valid(token: str, rng: random.Random) -> str:
+    chars = list(token)
+    kind = rng.randrange(4)
+    if kind == 0:  # flip a character
+        position = rng.randrange(len(chars))
+        chars[position] = rng.choice("ABCxyz019-_")
+    elif kind == 1:  # truncate
+        chars = chars[: rng.randrange(len(chars))]
+    elif kind == 2:  # extend
+        chars += rng.choices("ABCxyz019-_=", k=rng.randrange(1, 8))
+    else:  # wrap it in a resume request with a bad id
+        return json.dumps({"token": token, "last_event_id": rng.choice(["", "x-1"])})
+    return "".join(chars)
+
+
+def first_frames(token: str, rng: random.Random):
+    """(opcode, data, fin) sequences a misbehaving client might send first."""
+    for _ in range(CASES):
+        kind = rng.randrange(7)
+        if kind == 0:
+            text = "".join(
+                chr(rng.randrange(32, 0x2FFF)) for _ in range(rng.randrange(64))
+            )
+            yield [(Opcode.TEXT, text.encode(), True)]
+        elif kind == 1:
+            yield [(Opcode.BINARY, rng.randbytes(rng.randrange(64)), True)]
+        elif kind == 2:  # invalid UTF-8 in a text frame
+            yield [(Opcode.TEXT, b"\xff\xfe" + rng.randbytes(8), True)]
+        elif kind == 3:  # huge
+            yield [(Opcode.TEXT, b"a" * rng.choice([1025, 70_000]), True)]
+        elif kind == 4:  # fragmented token
+            data = token.encode()
+            cut = rng.randrange(1, len(data))
+            yield [(Opcode.TEXT, data[:cut], False), (Opcode.CONT, data[cut:], True)]
+        elif kind == 5:  # endless fragments
+            yield [(Opcode.TEXT, b"x" * 100, False)] + [
+                (Opcode.CONT, b"y" * 100, False)
+            ] * 20
+        else:
+            yield [(Opcode.TEXT, near_valid(token, rng).encode(), True)]
+
+
+def bus_payloads(rng: random.Random):
+    values = [None, True, 1.5, "7", [], {}, -1, 2**70, 0]
+    for _ in range(CASES):
+        kind = rng.randrange(7)
+        if kind == 0:
+            yield rng.randbytes(rng.randrange(100))
+        elif kind == 1:
+            yield json.dumps(rng.choice(values)).encode()
+        elif kind == 2:
+            yield json.dumps({"content_type_id": rng.choice(values)}).encode()
+        elif kind == 3:
+            yield json.dumps(
+                {"content_type_id": 1, "id": rng.choice([*values, "1-"])}
+            ).encode()
+        elif kind == 4:
+            yield json.dumps({"content_type_id": 10**6 + rng.randrange(100)}).encode()
+        elif kind == 5:
+            yield b'{"content_type_id": 1, "x": "' + b"z" * 200_000 + b'"}'
+        else:
+            yield b'{"content_type_id": 1' + rng.randbytes(5)
+
+
+async def test_fuzzed_first_frames(site, sidecar):
+    rng = random.Random(SEED)
+    token = site.token("admin")
+    before = open_sockets(sidecar)
+
+    async def one(frames):
+        try:
+            client = await RawClient.connect(sidecar.port)
+        except ConnectionError:
+            return
+        for opcode, data, fin in frames:
+            client.send_frame(opcode, data, fin)
+        # Authenticated ones, e.g. a fragmented valid token, stay open.
+        with contextlib.suppress(TimeoutError):
+            await client.read_until_closed(timeout=2.5)
+        client.abort()
+
+    cases = list(first_frames(token, rng))
+    for start in range(0, len(cases), 100):
+        await asyncio.gather(*[one(frames) for frames in cases[start : start + 100]])
+
+    await assert_still_serving(site, sidecar, token)
+    await asyncio.sleep(0.5)
+    assert open_sockets(sidecar) <= before
+    assert "Traceback" not in sidecar.log()
+    assert "handler failed" not in sidecar.log()
+
+
+async def test_fuzzed_bus_payloads(site, sidecar, redis_url):
+    rng = random.Random(SEED + 1)
+    token = site.token("admin")
+    watcher = await authenticate(sidecar.url, token)
+    await asyncio.sleep(0.2)
+    bus = redis.Redis.from_url(redis_url)
+    channel = site.env["WSSERVER_CHANNEL"]
+    expected = 0
+    for payload in bus_payloads(rng):
+        bus.publish(channel, payload)
+        bus.publish(f"{channel}:control", payload)
+        try:
+            data = json.loads(payload)
+            valid = type(data.get("content_type_id")) is int and (
+                "id" not in data
+                or (isinstance(data["id"], str) and data["id"] == "1-0")
+            )
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            valid = False
+        expected += valid
+    # The superuser receives exactly the valid events, in order.
+    received = 0
+    while received < expected:
+        await receive_event(watcher)
+        received += 1
+    await assert_still_serving(site, sidecar, token)
+    assert "Traceback" not in sidecar.log()
+    await watcher.close()
+
+
+async def assert_still_serving(site, sidecar, token):
+    websocket = await authenticate(sidecar.url, token)
+    await asyncio.sleep(0.2)
+    redis.Redis.from_url(site.env["WSSERVER_REDIS_URL"]).publish(
+        site.env["WSSERVER_CHANNEL"], json.dumps({"content_type_id": 1, "ok": True})
+    )
+    while not (await receive_event(websocket)).get("ok"):
+        pass
+    await websocket.close()
