@@ -31,7 +31,7 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-$PY example/manage.py runserver --noreload "127.0.0.1:$SITE_PORT" >.demo/site.log 2>&1 &
+$PY example/manage.py runserver --noreload --insecure "127.0.0.1:$SITE_PORT" >.demo/site.log 2>&1 &
 pids+=($!)
 $PY -m wsserver 2>&1 | tee .demo/wsserver.log &
 pids+=($!)

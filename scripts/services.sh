@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the servers the tests (and the benchmark) talk to are running:
-# PostgreSQL and Redis, installed from Debian's packages if missing, started if
+# PostgreSQL and Redis (and Chromium for the browser test), installed from
+# Debian's packages if missing, started if
 # stopped, and a PostgreSQL role with a password that the tests log in as,
 # whatever pg_hba.conf says about local connections.
 set -euo pipefail
@@ -17,6 +18,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 $redis_only || command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+# The browser test drives Debian's Chromium; nothing is downloaded at run time.
+$redis_only || command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "services: installing ${missing[*]}"
     as_root apt-get update -qq

@@ -88,6 +88,7 @@ class MainSite:
                 str(EXAMPLE / "manage.py"),
                 "runserver",
                 "--noreload",
+                "--insecure",  # serve static files with DEBUG off
                 f"127.0.0.1:{self.port}",
             ],
             env=self.env,

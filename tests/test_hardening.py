@@ -177,6 +177,8 @@ async def test_a_client_that_stops_reading_is_closed_and_others_are_not_delayed(
     data = await slow.read_until_closed(timeout=15)
     assert close_code(data) in (1013, None)
     assert "client too slow" in sidecar.log()
+    with urllib.request.urlopen(sidecar.http + "/metrics") as response:
+        assert b"wsserver_slow_client_closes_total 1.0" in response.read()
     assert reader.close_code is None
     await reader.close()
 

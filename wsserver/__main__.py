@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 from .config import SETTINGS, Config, ConfigError, get_config
+from .logs import configure_logging
 
 __all__ = ["main"]
 
@@ -55,21 +56,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "command",
         nargs="?",
         default="serve",
-        choices=["serve"],
-        help="serve (the default): run the server",
+        choices=["serve", "check"],
+        help="serve (the default): run the server; check: verify the "
+        "configuration, the database tables and Redis without serving",
+    )
+    parser.add_argument(
+        "--token",
+        help="with check: say whether this token verifies here, for whom, "
+        "and which models' events that user would receive",
     )
     return parser.parse_args(argv)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # websockets logs every failed handshake and connection at INFO/DEBUG;
-    # the sidecar logs what matters itself.
-    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.root.level))
 
 
 def setup_django() -> None:
@@ -81,7 +77,7 @@ def setup_django() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parse_args(argv)
+    arguments = parse_args(argv)
     try:
         config = get_config()
     except ConfigError as exc:
@@ -90,8 +86,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {problem}", file=sys.stderr)
         print("Run python -m wsserver --help for every setting.", file=sys.stderr)
         return 2
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     setup_django()
+    if arguments.command == "check":
+        from .doctor import check
+
+        return check(config, arguments.token)
     return serve(config)
 
 

@@ -413,6 +413,20 @@ SETTINGS: tuple[Setting, ...] = (
         "DEBUG, INFO, WARNING or ERROR.",
         lambda value: _choice("debug", "info", "warning", "error")(value).upper(),
     ),
+    Setting(
+        "WS_LOG_FORMAT",
+        "text",
+        "text (one readable line per record) or json (one JSON object per "
+        "line, for log collectors).",
+        _choice("text", "json"),
+    ),
+    Setting(
+        "WS_METRICS_PORT",
+        "0",
+        "Port for GET /metrics (Prometheus) on WS_HOST; 0 serves it on "
+        "WS_PORT, beside /healthz and /readyz.",
+        _integer(0, 65535),
+    ),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -463,6 +477,8 @@ class Config:
     db_threads: int
     db_conn_max_age: int
     log_level: str
+    log_format: str
+    metrics_port: int
     environ: Mapping[str, str] = dataclasses.field(repr=False, compare=False)
 
     def summary(self) -> dict[str, str]:
@@ -553,6 +569,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         db_threads=values["WS_DB_THREADS"],
         db_conn_max_age=values["WS_DB_CONN_MAX_AGE"],
         log_level=values["WS_LOG_LEVEL"],
+        log_format=values["WS_LOG_FORMAT"],
+        metrics_port=values["WS_METRICS_PORT"],
         environ=raw,
     )
     return config

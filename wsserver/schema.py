@@ -12,6 +12,8 @@ from django.db import connection
 
 __all__ = ["check_user_schema", "pk_types_for_column"]
 
+PK_TYPES = ("int", "bigint", "uuid")
+
 # What Django's introspection reports for a primary key column, by pk type.
 INTROSPECTED_PK_TYPES = {
     "AutoField": {"int"},
@@ -70,7 +72,7 @@ def check_user_schema(pk_type: str, pk_variable: str = "WS_USER_PK") -> list[str
                 problems.append(
                     f"{table}.{pk_column} is a {field_type} but {pk_variable}="
                     f"{pk_type}: every token would be rejected. Set {pk_variable}="
-                    f"{sorted(compatible)[0]}"
+                    f"{' or '.join(t for t in PK_TYPES if t in compatible)}"
                 )
         for field in User._meta.many_to_many:
             through = field.remote_field.through._meta

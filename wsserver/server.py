@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import http
 import json
 import logging
@@ -17,7 +18,9 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
+from prometheus_client import start_http_server
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
@@ -29,6 +32,7 @@ from .events import InvalidEvent, event_id_key, parse_event
 from .fanout import Fanout
 from .hello import InvalidHello, parse_hello
 from .history import History, HistoryUnavailable, Missed
+from .metrics import CONTENT_TYPE, Metrics
 from .routing import Router
 from .wire import control_channel, history_key
 
@@ -86,6 +90,8 @@ class Sidecar:
             config.redis_url, history_key(config.channel), config.history_size
         )
         self.principals: dict[ServerConnection, Principal] = {}
+        self.metrics = Metrics()
+        self.metrics.register(self)
         # Access changes, counted, so that a connection whose authentication
         # overlapped one is rechecked (it may have read the old rows).
         self._changes = 0
@@ -103,8 +109,11 @@ class Sidecar:
         try:
             event = parse_event(payload)
         except InvalidEvent as exc:
+            self.metrics.events["invalid"] += 1
             logger.warning("Skipped a bus message: %s: %.100r", exc, payload)
             return
+        self.metrics.events["routed"] += 1
+        self.metrics.observe_delay(event.id)
         self.fanout.submit(event)
 
     def on_control_message(self, payload: bytes):
@@ -176,6 +185,7 @@ class Sidecar:
                 logger.info(
                     "Connection %s: access revoked for user %s", connection.id, user_id
                 )
+                self.metrics.revocations += 1
                 self._disconnect(connection, ACCESS_REVOKED)
             else:
                 assert principal is not None
@@ -218,8 +228,10 @@ class Sidecar:
                 principal.user_id,
                 len(user_connections),
             )
+            self.metrics.authentications["limited"] += 1
             await connection.close(*TOO_MANY_CONNECTIONS)
             return
+        self.metrics.authentications["success"] += 1
         self.router.add(connection, principal.user_id, principal.permissions)
         self.principals[connection] = principal
         if self._changed_since(principal.user_id, changes):
@@ -261,11 +273,13 @@ class Sidecar:
             async with asyncio.timeout_at(deadline):
                 token = await connection.recv()
         except TimeoutError:
+            self.metrics.authentications["timeout"] += 1
             await connection.close(*AUTHENTICATION_TIMEOUT)
             return None
         except ConnectionClosed:  # includes a first frame over max_size: 1009
             return None
         if not isinstance(token, str):
+            self.metrics.authentications["failure"] += 1
             await connection.close(*AUTHENTICATION_FAILED)
             return None
         try:
@@ -274,6 +288,7 @@ class Sidecar:
             logger.info(
                 "Connection %s sent an invalid first message: %s", connection.id, exc
             )
+            self.metrics.authentications["failure"] += 1
             await connection.close(*AUTHENTICATION_FAILED)
             return None
         changes = self._changes
@@ -288,14 +303,17 @@ class Sidecar:
                 connection.id,
                 exc or "timeout",
             )
+            self.metrics.authentications["unavailable"] += 1
             await connection.close(*TRY_AGAIN_LATER)
             return None
         except Exception:
             logger.exception("Authentication crashed for connection %s", connection.id)
+            self.metrics.authentications["failure"] += 1
             await connection.close(*AUTHENTICATION_FAILED)
             return None
         if principal is None:
             logger.info("Authentication failed for connection %s", connection.id)
+            self.metrics.authentications["failure"] += 1
             await connection.close(*AUTHENTICATION_FAILED)
             return None
         return principal, hello, changes
@@ -350,6 +368,8 @@ class Sidecar:
             return connection.respond(http.HTTPStatus.OK, "OK\n")
         if path == "/readyz":
             return await self._readiness(connection)
+        if path == "/metrics" and not self.config.metrics_port:
+            return self._metrics(connection)
         assert self.server is not None
         # all_connections counts open connections, not this handshake.
         if len(self.server.all_connections) >= self.config.max_connections:
@@ -357,6 +377,18 @@ class Sidecar:
                 http.HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n"
             )
         return None
+
+    def _metrics(self, connection: ServerConnection) -> Response:
+        body = self.metrics.render()
+        headers = Headers(
+            [
+                ("Date", email.utils.formatdate(usegmt=True)),
+                ("Connection", "close"),
+                ("Content-Length", str(len(body))),
+                ("Content-Type", CONTENT_TYPE),
+            ]
+        )
+        return Response(http.HTTPStatus.OK, "OK", headers, body)
 
     async def _readiness(self, connection: ServerConnection) -> Response:
         problems = []
@@ -414,6 +446,13 @@ class Sidecar:
             max_queue=4,
             server_header=None,
         )
+        if config.metrics_port:
+            start_http_server(
+                config.metrics_port, config.host, registry=self.metrics.registry
+            )
+            logger.info(
+                "Metrics on http://%s:%d/metrics", config.host, config.metrics_port
+            )
         subscriber = asyncio.create_task(self.subscriber.run(), name="subscriber")
         logger.info("Listening on ws://%s:%d/", config.host, config.port)
         try:

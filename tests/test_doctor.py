@@ -1,0 +1,116 @@
+"""The configuration doctor: `manage.py wsserver_env` feeds `wsserver check`."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import pytest
+from processes import PASSWORD, ROOT, SECRET_KEY, MainSite, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def sidecar_env(site: MainSite) -> dict[str, str]:
+    """The site's wsserver_env output, as an environment."""
+    output = site.manage("wsserver_env", "--show-secrets")
+    env = {}
+    for line in output.splitlines():
+        if line and not line.startswith("#"):
+            [assignment] = shlex.split(line)
+            name, _, value = assignment.partition("=")
+            env[name] = value
+    return env
+
+
+def check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    return subprocess.run(
+        [sys.executable, "-m", "wsserver", "check", *args],
+        env={**environ, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module", params=["auth.User", "custom user"])
+def site(request, postgres, redis_url):
+    extra = {"EXAMPLE_CUSTOM_USER": "1"} if request.param == "custom user" else {}
+    main_site = MainSite(postgres.create(), redis_url, "doctor", **extra)
+    main_site.manage("migrate", "--noinput")
+    main_site.manage("seed_demo", "--password", PASSWORD)
+    main_site.custom = bool(extra)
+    return main_site
+
+
+def username(site: MainSite, name: str) -> str:
+    return f"{name}@example.com" if site.custom else name
+
+
+def test_wsserver_env_gives_a_working_configuration(site):
+    env = sidecar_env(site)
+    assert env["SECRET_KEY"] == SECRET_KEY
+    if site.custom:
+        assert env["WS_USER_TABLE"] == "accounts_user"
+        assert env["WS_USER_PK"] == "uuid"
+        assert env["WS_USERNAME_FIELD"] == "email"
+    else:
+        assert "WS_USER_TABLE" not in env
+    result = check(env, "--token", site.token(username(site, "alice")))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "database: the user tables match" in result.stdout
+    assert "redis:" in result.stdout and "answers" in result.stdout
+    assert "token: valid for user" in result.stdout
+    assert "receives events for: catalog.article" in result.stdout
+    assert result.stdout.strip().endswith("OK")
+
+
+def test_secrets_are_masked_unless_asked_for(site):
+    output = site.manage("wsserver_env")
+    assert SECRET_KEY not in output
+    assert ":wsserver_test@" not in output  # the database password
+    assert "wsserver_test:********@" in output
+    assert "SECRET_KEY='********'" in output
+    assert "--show-secrets" in output
+
+
+def test_a_broken_configuration_is_explained(site):
+    env = sidecar_env(site)
+    env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
+    if site.custom:
+        env["WS_USER_PK"] = "int"
+    else:
+        env["WS_USER_TABLE"] = "users"
+    result = check(env, "--token", site.token(username(site, "alice")))
+    assert result.returncode == 1, result.stdout + result.stderr
+    problems = [line for line in result.stdout.splitlines() if "PROBLEM" in line]
+    assert any("redis:" in p and "does not answer" in p for p in problems)
+    if site.custom:
+        assert any("Set WS_USER_PK=uuid" in p for p in problems)
+        assert any("set WS_USER_PK=uuid" in p for p in problems if "token:" in p)
+    else:
+        assert any("user table 'users' does not exist" in p for p in problems), (
+            result.stdout + result.stderr
+        )
+
+
+@pytest.mark.parametrize(
+    ("token_env", "sidecar_overrides", "reason"),
+    [
+        ({"SECRET_KEY": "another-site"}, {}, "signature does not match"),
+        ({"WSSERVER_SESAME_SCOPE": ""}, {"WS_SESAME_SCOPE": "ws"}, "made for scope ''"),
+        ({}, {"SESAME_MAX_AGE": "1"}, "expired"),
+    ],
+)
+def test_why_a_token_fails(site, token_env, sidecar_overrides, reason):
+    token = site.token(username(site, "alice"), **token_env)
+    if reason == "expired":
+        time.sleep(1.5)
+    result = check({**sidecar_env(site), **sidecar_overrides}, "--token", token)
+    assert result.returncode == 1
+    assert reason in result.stdout, result.stdout

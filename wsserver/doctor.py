@@ -1,0 +1,158 @@
+"""``python -m wsserver check``: is this sidecar configured to work, and why not.
+
+Checks the database tables, Redis and, optionally, one token, without
+serving. Each problem is one line that ends with its fix.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+
+import redis
+from django.db.utils import Error as DatabaseError
+
+from .config import Config, mask_url
+
+__all__ = ["check", "explain_token"]
+
+
+def check(config: Config, token: str | None = None, out: Callable = print) -> int:
+    """Print what works and what does not; return the exit status (0 or 1)."""
+    from .schema import check_user_schema
+
+    problems = []
+    out("configuration: valid")
+    pk_type = config.user_model.pk_type if config.user_model.custom else "int"
+    try:
+        schema_problems = check_user_schema(pk_type)
+    except DatabaseError as exc:
+        problems.append(
+            f"database: cannot query {config.summary()['DATABASE_URL']} "
+            f"({str(exc).strip()}). Fix: check DATABASE_URL and that the "
+            "database server is reachable."
+        )
+    else:
+        problems += [f"database: {problem}" for problem in schema_problems]
+        if not schema_problems:
+            out("database: the user tables match the configuration")
+    try:
+        redis.Redis.from_url(config.redis_url, socket_connect_timeout=3).ping()
+    except (redis.RedisError, OSError) as exc:
+        problems.append(
+            f"redis: {mask_url(config.redis_url)} does not answer ({exc}). "
+            "Fix: start Redis or set REDIS_URL to the main site's "
+            "WSSERVER_REDIS_URL."
+        )
+    else:
+        out(f"redis: {mask_url(config.redis_url)} answers")
+    if token is not None:
+        try:
+            verdict, ok = explain_token(token, config)
+        except DatabaseError as exc:
+            verdict, ok = (
+                f"cannot be checked: the database query failed ({str(exc).strip()})."
+                " Fix the database problems first.",
+                False,
+            )
+        (out if ok else problems.append)(f"token: {verdict}")
+    for problem in problems:
+        out(f"PROBLEM {problem}")
+    out("OK" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def explain_token(token: str, config: Config) -> tuple[str, bool]:
+    """Whether a token verifies here and, if not, the likely reason."""
+    from django.contrib.auth import get_user_model
+    from sesame import packers
+    from sesame import settings as sesame_settings
+    from sesame.tokens_v2 import get_revocation_key, sign, unpack_timestamp
+
+    from .auth import Authenticator, token_pk_types
+
+    token = token.strip()
+    authenticator = Authenticator(config.sesame_scope)
+    principal = authenticator.authenticate(token)
+    if principal is not None:
+        if principal.permissions.everything:
+            models = "every model (superuser)"
+        else:
+            models = ", ".join(_model_names(principal.permissions.content_type_ids))
+        models = models or "nothing (no view or change permission)"
+        return (
+            f"valid for user {principal.user_id} ({principal.username}); "
+            f"receives events for: {models}",
+            True,
+        )
+
+    def pk_hint() -> str:
+        types = token_pk_types(token)
+        configured = config.user_model.pk_type if config.user_model.custom else "int"
+        if types and configured not in types:
+            return (
+                f" Its length fits a {' or '.join(sorted(types))} primary key: "
+                f"set WS_USER_PK={sorted(types)[0]}."
+            )
+        return ""
+
+    try:
+        data = base64.urlsafe_b64decode(token.encode() + b"=" * (-len(token) % 4))
+        user_pk, rest = packers.packer.unpack_pk(data)
+        age, signature = unpack_timestamp(rest)
+        if len(signature) != sesame_settings.SIGNATURE_SIZE:
+            raise ValueError("signature size")
+    except Exception:
+        return (
+            "invalid: it cannot be decoded with this configuration (truncated, "
+            "or SESAME_SIGNATURE_SIZE, SESAME_MAX_AGE or the pk type differ from "
+            f"the main site's).{pk_hint()}",
+            False,
+        )
+    if age is not None and age >= sesame_settings.MAX_AGE:
+        return (
+            f"expired: it was made {age} s ago and SESAME_MAX_AGE is "
+            f"{sesame_settings.MAX_AGE}. Fix: fetch a fresh token just before "
+            "connecting.",
+            False,
+        )
+    User = get_user_model()
+    user = User._default_manager.filter(
+        **{sesame_settings.PRIMARY_KEY_FIELD: user_pk}
+    ).first()
+    if user is None:
+        return f"invalid: no user with primary key {user_pk!r}.{pk_hint()}", False
+    if not user.is_active:
+        return f"invalid: user {user.pk} ({user.get_username()}) is inactive.", False
+    signed = data[: -sesame_settings.SIGNATURE_SIZE]
+    revocation_key = get_revocation_key(user)
+    for scope in {config.sesame_scope, ""}:
+        for key in sesame_settings.VERIFICATION_KEYS:
+            expected = sign(
+                signed + revocation_key + scope.encode(),
+                key,
+                sesame_settings.SIGNATURE_SIZE,
+            )
+            if expected == signature and scope != config.sesame_scope:
+                return (
+                    f"invalid: it was made for scope {scope!r}, not "
+                    f"WS_SESAME_SCOPE={config.sesame_scope!r}. Fix: make "
+                    "WSSERVER_SESAME_SCOPE and WS_SESAME_SCOPE equal.",
+                    False,
+                )
+    return (
+        f"invalid: the signature does not match for user {user.pk} "
+        f"({user.get_username()}). Likely: another SECRET_KEY or SESAME_KEY than "
+        "the main site's, the user's password changed since, or another scope. "
+        "Fix: compare with `manage.py wsserver_env` on the main site.",
+        False,
+    )
+
+
+def _model_names(content_type_ids) -> list[str]:
+    from django.contrib.contenttypes.models import ContentType
+
+    return sorted(
+        f"{ct.app_label}.{ct.model}"
+        for ct in ContentType.objects.filter(pk__in=content_type_ids)
+    )

@@ -1,0 +1,40 @@
+"""Logging set-up: human-readable lines, or one JSON object per line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+__all__ = ["JSONFormatter", "configure_logging"]
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per record, for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False)
+
+
+def configure_logging(level: str, format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if format == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # websockets logs every failed handshake and connection at INFO/DEBUG;
+    # the sidecar logs what matters itself.
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.root.level))

@@ -1,0 +1,132 @@
+"""Print the environment the wsserver sidecar needs to work with this site.
+
+Run it on the main site; paste the output into the sidecar's systemd unit,
+container environment or Kubernetes manifest. Secrets (SECRET_KEY, the
+database password, SESAME_KEY) are masked unless --show-secrets is given.
+"""
+
+from __future__ import annotations
+
+import shlex
+import urllib.parse
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DEFAULT_DB_ALIAS, connections
+from sesame import settings as sesame_settings
+
+from ...conf import channel, history_size, redis_url, sesame_scope
+
+MASK = "********"
+SCHEMES = {
+    "postgresql": "postgresql",
+    "sqlite3": "sqlite",
+    "mysql": "mysql",
+    "oracle": "oracle",
+}
+PK_TYPES = {
+    "AutoField": "int",
+    "IntegerField": "int",
+    "BigAutoField": "bigint",
+    "BigIntegerField": "bigint",
+    "UUIDField": "uuid",
+}
+
+
+class Command(BaseCommand):
+    help = "Print the environment variables the wsserver sidecar needs for this site."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--show-secrets",
+            action="store_true",
+            help="print SECRET_KEY, the database password and SESAME_KEY as is",
+        )
+        parser.add_argument("--database", default=DEFAULT_DB_ALIAS)
+
+    def handle(self, *args, show_secrets: bool, database: str, **options):
+        def secret(value: str) -> str:
+            return value if show_secrets or not value else MASK
+
+        env = {
+            "DATABASE_URL": database_url(connections[database].settings_dict, secret),
+            "SECRET_KEY": secret(settings.SECRET_KEY),
+            "SECRET_KEY_FALLBACKS": secret(
+                ",".join(getattr(settings, "SECRET_KEY_FALLBACKS", []))
+            ),
+            "REDIS_URL": redis_url(),
+            "WS_CHANNEL": channel(),
+            "WS_SESAME_SCOPE": sesame_scope(),
+            "WS_HISTORY_SIZE": str(history_size()),
+            **sesame_env(secret),
+            **user_model_env(),
+        }
+        if not show_secrets:
+            self.stdout.write(
+                "# Secrets are masked: run with --show-secrets to print them."
+            )
+        for name, value in env.items():
+            self.stdout.write(f"{name}={shlex.quote(value)}")
+
+
+def database_url(database: dict, secret) -> str:
+    engine = database["ENGINE"].rsplit(".", 1)[-1]
+    scheme = SCHEMES.get(engine)
+    if scheme is None:
+        raise CommandError(f"unsupported database engine {database['ENGINE']}")
+    if scheme == "sqlite":
+        return f"sqlite:///{database['NAME']}"
+    user = urllib.parse.quote(database.get("USER") or "", safe="")
+    password = database.get("PASSWORD") or ""
+    credentials = user
+    if password:
+        credentials += ":" + secret(urllib.parse.quote(password, safe=""))
+    host = database.get("HOST") or ""
+    port = f":{database['PORT']}" if database.get("PORT") else ""
+    at = "@" if credentials else ""
+    return f"{scheme}://{credentials}{at}{host}{port}/{database['NAME']}"
+
+
+def sesame_env(secret) -> dict[str, str]:
+    max_age = sesame_settings.MAX_AGE
+    if hasattr(max_age, "total_seconds"):
+        max_age = int(max_age.total_seconds())
+    packer = getattr(settings, "SESAME_PACKER", None) or ""
+    return {
+        "SESAME_MAX_AGE": "none" if max_age is None else str(int(max_age)),
+        "SESAME_KEY": secret(getattr(settings, "SESAME_KEY", "") or ""),
+        "SESAME_SIGNATURE_SIZE": str(sesame_settings.SIGNATURE_SIZE),
+        "SESAME_PACKER": packer,
+        "SESAME_PRIMARY_KEY_FIELD": sesame_settings.PRIMARY_KEY_FIELD,
+        "SESAME_INVALIDATE_ON_PASSWORD_CHANGE": _bool(
+            sesame_settings.INVALIDATE_ON_PASSWORD_CHANGE
+        ),
+        "SESAME_INVALIDATE_ON_EMAIL_CHANGE": _bool(
+            sesame_settings.INVALIDATE_ON_EMAIL_CHANGE
+        ),
+    }
+
+
+def user_model_env() -> dict[str, str]:
+    User = get_user_model()
+    if User._meta.label == "auth.User":
+        return {}
+    pk_type = PK_TYPES.get(User._meta.pk.get_internal_type())
+    if pk_type is None:
+        raise CommandError(
+            f"{User._meta.label}'s primary key is a "
+            f"{User._meta.pk.get_internal_type()}: wsserver supports int, bigint "
+            "and uuid primary keys"
+        )
+    return {
+        "WS_USER_TABLE": User._meta.db_table,
+        "WS_USER_PK": pk_type,
+        "WS_USERNAME_FIELD": User.USERNAME_FIELD,
+        "WS_USER_EMAIL_FIELD": User.get_email_field_name(),
+        "WS_USER_MODEL_NAME": User.__name__,
+    }
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"

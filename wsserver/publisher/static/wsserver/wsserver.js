@@ -1,0 +1,123 @@
+/**
+ * wsserver.js: connect a page to the wsserver sidecar. No dependencies.
+ *
+ *   import { connect } from "/static/wsserver/wsserver.js";
+ *
+ *   const notifications = connect({
+ *     url: "wss://ws.example.com/",     // the sidecar
+ *     tokenUrl: "/wsserver/token/",      // the publisher app's token view
+ *     onEvent(event) { ... },            // each event the user may see
+ *     onGap(message) { ... },            // events were missed: reload state
+ *     onStatus(status, detail) { ... },  // connecting, connected,
+ *                                        // disconnected, logged-out
+ *   });
+ *   notifications.close();
+ *
+ * Before every connection it fetches a fresh token (tokens are short-lived,
+ * and die with a revocation), so it never retries with a refused token. When
+ * the token view says the user is logged out (401), it stops. After any other
+ * close it reconnects with full-jitter exponential backoff, capped, and
+ * resumes from the last event id it saw, so nothing in the server's history
+ * is missed.
+ */
+
+export function connect({
+  url,
+  tokenUrl = "/wsserver/token/",
+  onEvent = () => {},
+  onGap = () => {},
+  onStatus = () => {},
+  lastEventId = null,
+  minDelay = 1000,
+  maxDelay = 30000,
+  stableAfter = 10000,
+} = {}) {
+  let websocket = null;
+  let timer = null;
+  let attempt = 0;
+  let openedAt = 0;
+  let stopped = false;
+
+  async function fetchToken() {
+    const response = await fetch(tokenUrl, {
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { Accept: "application/json" },
+    });
+    if (response.status === 401 || response.status === 403) return null;
+    if (!response.ok) throw new Error(`token view answered ${response.status}`);
+    return (await response.json()).token;
+  }
+
+  async function open() {
+    timer = null;
+    if (stopped) return;
+    onStatus("connecting");
+    let token;
+    try {
+      token = await fetchToken();
+    } catch (error) {
+      onStatus("disconnected", { error: String(error) });
+      schedule();
+      return;
+    }
+    if (stopped) return;
+    if (token === null) {
+      stopped = true;
+      onStatus("logged-out");
+      return;
+    }
+    websocket = new WebSocket(url);
+    websocket.onopen = () => {
+      openedAt = Date.now();
+      websocket.send(
+        lastEventId === null
+          ? token
+          : JSON.stringify({ token, last_event_id: lastEventId }),
+      );
+      onStatus("connected");
+    };
+    websocket.onmessage = ({ data }) => {
+      let message;
+      try {
+        message = JSON.parse(data);
+      } catch {
+        return;
+      }
+      if (message.type === "resume_gap") {
+        onGap(message);
+        return;
+      }
+      if (typeof message.id === "string") lastEventId = message.id;
+      onEvent(message);
+    };
+    websocket.onclose = ({ code, reason }) => {
+      websocket = null;
+      if (stopped) return;
+      if (openedAt && Date.now() - openedAt > stableAfter) attempt = 0;
+      openedAt = 0;
+      onStatus("disconnected", { code, reason });
+      schedule();
+    };
+  }
+
+  function schedule() {
+    // Full jitter: spread reconnections after a restart over the whole window.
+    const ceiling = Math.min(maxDelay, minDelay * 2 ** attempt);
+    attempt += 1;
+    timer = setTimeout(open, Math.random() * ceiling);
+  }
+
+  open();
+
+  return {
+    close() {
+      stopped = true;
+      if (timer !== null) clearTimeout(timer);
+      if (websocket !== null) websocket.close(1000);
+    },
+    get lastEventId() {
+      return lastEventId;
+    },
+  };
+}
