@@ -22,4 +22,4 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	bash scripts/services.sh
-	$(VENV)/bin/python -m bench
+	$(VENV)/bin/python -m bench $(ARGS)

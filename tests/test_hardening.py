@@ -151,6 +151,51 @@ async def test_connections_per_process_are_limited(start_sidecar, tokens):
         await websocket.close()
 
 
+async def test_a_reconnection_storm_is_authenticated_in_batches_correctly(
+    site, start_sidecar, tokens
+):
+    sidecar = start_sidecar(WS_MAX_CONNECTIONS_PER_USER="500", WS_DB_THREADS="1")
+    carol = site.token("carol")  # inactive
+    hellos = (
+        [tokens["admin"]] * 100
+        + [tokens["alice"]] * 100
+        + [carol] * 50
+        + [tokens["bob"][:-2] + "xx"] * 50
+    )
+    websockets = await asyncio.gather(*[authenticate(sidecar.url, t) for t in hellos])
+    refused = await asyncio.gather(*[closed_with(ws) for ws in websockets[200:]])
+    assert set(refused) == {(1011, "authentication failed")}
+    await asyncio.sleep(0.2)
+    publish(site, {"content_type_id": 1, "to": "admin only"})
+    for websocket in websockets[:100]:
+        assert (await receive_event(websocket))["to"] == "admin only"
+    for websocket in websockets[100:200]:
+        assert websocket.close_code is None
+        await assert_no_event(websocket, 0.01)
+    with urllib.request.urlopen(sidecar.http + "/metrics") as response:
+        metrics = response.read().decode()
+    [queries] = [
+        float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("wsserver_authentication_queries_total ")
+    ]
+    assert queries < 300  # batched: fewer round trips than connections
+    for websocket in websockets[:200]:
+        await websocket.close()
+
+
+async def test_keepalive_closes_clients_that_do_not_answer_pings(start_sidecar, tokens):
+    sidecar = start_sidecar(WS_PING_INTERVAL="1", WS_PING_TIMEOUT="1")
+    silent = await RawClient.connect(sidecar.port)  # never answers a ping
+    silent.send_text(tokens["alice"])
+    healthy = await authenticate(sidecar.url, tokens["alice"])
+    data = await silent.read_until_closed(timeout=15)
+    assert close_code(data) == 1011
+    assert "no pong in time" in sidecar.log()
+    assert healthy.close_code is None  # websockets answers pings
+    await healthy.close()
+
+
 # Slow clients
 
 

@@ -124,13 +124,21 @@ def serve(config: Config) -> int:
                 logger.error("%s", problem)
             logger.error("The user tables do not match the configuration: exiting")
             return 1
-    database = Database(config.db_threads)
-    sidecar = Sidecar(config, Authenticator(config.sesame_scope), database)
-    try:
-        asyncio.run(sidecar.run())
-    finally:
-        database.close()
-    return 0
+
+    def run() -> int:
+        database = Database(config.db_threads)
+        sidecar = Sidecar(config, Authenticator(config.sesame_scope), database)
+        try:
+            asyncio.run(sidecar.run())
+        finally:
+            database.close()
+        return 0
+
+    if config.workers > 1:
+        from .workers import run_workers
+
+        return run_workers(config.workers, run)
+    return run()
 
 
 if __name__ == "__main__":

@@ -109,6 +109,12 @@ def _max_age(value: str) -> int | None:
     return _integer(1)(value)
 
 
+def _workers(value: str) -> int:
+    if value.strip().lower() == "auto":
+        return len(os.sched_getaffinity(0))
+    return _integer(1, 1024)(value)
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         lowered = value.strip().lower()
@@ -414,6 +420,13 @@ SETTINGS: tuple[Setting, ...] = (
         lambda value: _choice("debug", "info", "warning", "error")(value).upper(),
     ),
     Setting(
+        "WS_WORKERS",
+        "1",
+        "Server processes sharing WS_PORT (SO_REUSEPORT), each with its own "
+        "Redis subscription: a number, or auto for one per CPU core.",
+        _workers,
+    ),
+    Setting(
         "WS_LOG_FORMAT",
         "text",
         "text (one readable line per record) or json (one JSON object per "
@@ -478,6 +491,7 @@ class Config:
     db_conn_max_age: int
     log_level: str
     log_format: str
+    workers: int
     metrics_port: int
     environ: Mapping[str, str] = dataclasses.field(repr=False, compare=False)
 
@@ -570,6 +584,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         db_conn_max_age=values["WS_DB_CONN_MAX_AGE"],
         log_level=values["WS_LOG_LEVEL"],
         log_format=values["WS_LOG_FORMAT"],
+        workers=values["WS_WORKERS"],
         metrics_port=values["WS_METRICS_PORT"],
         environ=raw,
     )

@@ -19,6 +19,7 @@ class JSONFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         if record.exc_info:
@@ -32,7 +33,9 @@ def configure_logging(level: str, format: str = "text") -> None:
         handler.setFormatter(JSONFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s [%(process)d]: %(message)s"
+            )
         )
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # websockets logs every failed handshake and connection at INFO/DEBUG;

@@ -95,6 +95,12 @@ class _SidecarCollector(Collector):
             value=sidecar.fanout.deliveries,
         )
         yield CounterMetricFamily(
+            "wsserver_authentication_queries",
+            "Database round trips for authentication; under load one serves many "
+            "connections.",
+            value=sidecar.authentications.batches,
+        )
+        yield CounterMetricFamily(
             "wsserver_slow_client_closes",
             "Connections closed because their pending output passed WS_MAX_BUFFER.",
             value=sidecar.slow_closes,

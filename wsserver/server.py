@@ -24,10 +24,11 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from .bus import Subscriber
 from .control import GroupChanged, InvalidControl, UsersChanged, parse_control
-from .database import Database, DatabaseUnavailable
+from .database import Batcher, Database, DatabaseUnavailable
 from .events import InvalidEvent, event_id_key, parse_event
 from .fanout import Fanout
 from .hello import InvalidHello, parse_hello
@@ -53,6 +54,7 @@ TRY_AGAIN_LATER = (CloseCode.TRY_AGAIN_LATER, "try again later")
 CLIENT_TOO_SLOW = (CloseCode.TRY_AGAIN_LATER, "client too slow")
 SERVER_RESTART = (CloseCode.SERVICE_RESTART, "server restarting")
 ACCESS_REVOKED = (CloseCode.POLICY_VIOLATION, "access revoked")
+KEEPALIVE_TIMEOUT = (CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
 READINESS_CACHE_SECONDS = 2.0
 # How long a client that stopped reading gets to complete the closing
@@ -90,6 +92,11 @@ class Sidecar:
             config.redis_url, history_key(config.channel), config.history_size
         )
         self.principals: dict[ServerConnection, Principal] = {}
+        self.authentications = Batcher(
+            database,
+            authenticator.authenticate_many,
+            concurrency=config.db_threads,
+        )
         self.metrics = Metrics()
         self.metrics.register(self)
         # Access changes, counted, so that a connection whose authentication
@@ -294,9 +301,7 @@ class Sidecar:
         changes = self._changes
         try:
             async with asyncio.timeout_at(deadline):
-                principal = await self.database.run(
-                    self.authenticator.authenticate, hello.token
-                )
+                principal = await self.authentications.call(hello.token)
         except (DatabaseUnavailable, TimeoutError) as exc:
             logger.warning(
                 "Database unavailable, connection %s told to retry: %s",
@@ -440,11 +445,17 @@ class Sidecar:
             origins=[*config.allowed_origins, None] if config.allowed_origins else None,
             compression=config.compression,
             process_request=self.process_request,
-            ping_interval=config.ping_interval,
-            ping_timeout=config.ping_timeout,
+            # One keepalive loop for every connection (see _keepalive) rather
+            # than a task per connection: it saves memory per connection.
+            ping_interval=None,
+            ping_timeout=None,
             max_size=config.max_message_size,
             max_queue=4,
             server_header=None,
+            # WS_WORKERS: processes share the port; the kernel spreads clients.
+            reuse_port=config.workers > 1,
+            # Room for a reconnection storm: the kernel caps it at somaxconn.
+            backlog=4096,
         )
         if config.metrics_port:
             start_http_server(
@@ -454,6 +465,7 @@ class Sidecar:
                 "Metrics on http://%s:%d/metrics", config.host, config.metrics_port
             )
         subscriber = asyncio.create_task(self.subscriber.run(), name="subscriber")
+        keepalive = asyncio.create_task(self._keepalive(), name="keepalive")
         logger.info("Listening on ws://%s:%d/", config.host, config.port)
         try:
             await stop
@@ -461,10 +473,36 @@ class Sidecar:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
             await self.shutdown()
-            subscriber.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await subscriber
+            for task in (subscriber, keepalive):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self.history.close()
+
+    async def _keepalive(self) -> None:
+        """Ping every connection each WS_PING_INTERVAL; close those that don't pong.
+
+        As websockets' own keepalive, which would run one task per connection.
+        """
+        interval, timeout = self.config.ping_interval, self.config.ping_timeout
+        if not interval:
+            return
+        assert self.server is not None
+        while True:
+            await asyncio.sleep(interval)
+            waiting = []
+            for connection in list(self.server.connections):
+                if connection.protocol.state is not State.OPEN:
+                    continue
+                with contextlib.suppress(ConnectionClosed):
+                    waiting.append((connection, await connection.ping()))
+            if not timeout or not waiting:
+                continue
+            await asyncio.sleep(timeout)
+            for connection, pong in waiting:
+                if not pong.done() and connection.protocol.state is State.OPEN:
+                    logger.info("Connection %s: no pong in time", connection.id)
+                    self._spawn(_close_or_abort(connection, *KEEPALIVE_TIMEOUT))
 
     async def shutdown(self) -> None:
         """Close every connection with 1012, aborting those that hang."""

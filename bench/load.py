@@ -1,0 +1,214 @@
+"""A light load generator: many WebSocket clients in one process, no library.
+
+Each client is a bare asyncio Protocol: it sends the handshake and its token,
+answers pings, and counts the text frames it receives by reading frame
+headers only. One client in ``SAMPLE`` also reads the publication time in each
+event to measure latency. That keeps the client side cheap enough that the
+server, not the load, is what is measured (the benchmark reports this
+process's CPU use too).
+
+Driven by the benchmark over stdin/stdout, one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import resource
+import sys
+import time
+import zlib
+
+from websockets.frames import Frame, Opcode
+
+SAMPLE = 10
+
+
+class Load:
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = tokens
+        self.clients: list[Client] = []
+        self.reset()
+
+    def reset(self) -> None:
+        self.frames = 0
+        self.latencies: list[float] = []
+        self.handshakes = 0
+        self.failures = 0
+        self.lost = 0
+
+    async def connect(self, port: int, concurrency: int) -> dict:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one(index: int, token: str) -> None:
+            async with semaphore:
+                for _ in range(20):
+                    try:
+                        _, client = await loop.create_connection(
+                            lambda: Client(self, token, index % SAMPLE == 0),
+                            "127.0.0.1",
+                            port,
+                        )
+                    except OSError:
+                        await asyncio.sleep(0.1)
+                        continue
+                    self.clients.append(client)
+                    await client.ready
+                    return
+                self.failures += 1
+
+        await asyncio.gather(*[one(i, t) for i, t in enumerate(self.tokens)])
+        return {"seconds": time.perf_counter() - started, "failures": self.failures}
+
+    def close(self) -> None:
+        for client in self.clients:
+            if client.transport is not None:
+                client.transport.abort()
+        self.clients = []
+
+    def stats(self) -> dict:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "frames": self.frames,
+            "latencies": self.latencies,
+            "lost": self.lost,
+            "cpu": usage.ru_utime + usage.ru_stime,
+        }
+
+
+class Client(asyncio.Protocol):
+    def __init__(self, load: Load, token: str, sample: bool) -> None:
+        self.load = load
+        self.token = token
+        self.sample = sample
+        self.inflater = zlib.decompressobj(wbits=-15) if sample else None
+        self.buffer = bytearray()
+        self.open = False
+        self.transport = None
+        self.ready = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(
+            (
+                "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n"
+                # As browsers do: servers with compression on will use it.
+                "Sec-WebSocket-Extensions: permessage-deflate; "
+                "client_max_window_bits\r\n\r\n"
+            ).encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        if not self.open:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buffer.startswith(b"HTTP/1.1 101"):
+                self.transport.abort()
+                return
+            del buffer[: end + 4]
+            self.open = True
+            self.transport.write(self._frame(Opcode.TEXT, self.token.encode()))
+            self.load.handshakes += 1
+            self.ready.set_result(None)
+        offset = 0
+        size = len(buffer)
+        while size - offset >= 2:
+            compressed = buffer[offset] & 0x40
+            opcode = buffer[offset] & 0x0F
+            length = buffer[offset + 1] & 0x7F
+            start = offset + 2
+            if length == 126:
+                if size - offset < 4:
+                    break
+                length = int.from_bytes(buffer[start : start + 2], "big")
+                start += 2
+            elif length == 127:
+                if size - offset < 10:
+                    break
+                length = int.from_bytes(buffer[start : start + 8], "big")
+                start += 8
+            end = start + length
+            if end > size:
+                break
+            if opcode == 1:
+                self.load.frames += 1
+                if self.sample:
+                    self._measure(buffer, start, end, compressed)
+            elif opcode == 9:  # ping
+                self.transport.write(self._frame(Opcode.PONG, bytes(buffer[start:end])))
+            offset = end
+        if offset:
+            del buffer[:offset]
+
+    def _measure(self, buffer: bytearray, start: int, end: int, compressed) -> None:
+        payload = bytes(buffer[start:end])
+        if compressed:  # permessage-deflate, with context takeover
+            payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
+        position = payload.find(b'"t": ')
+        if position >= 0:
+            stop = payload.find(b",", position)
+            published = float(payload[position + 5 : stop])
+            self.load.latencies.append(time.time() - published)
+
+    @staticmethod
+    def _frame(opcode: Opcode, data: bytes) -> bytes:
+        return Frame(opcode, data).serialize(mask=True, extensions=[])
+
+    def connection_lost(self, exc) -> None:
+        self.load.lost += 1
+        self.transport = None
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+
+async def main() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    tokens = json.loads(sys.stdin.readline())
+    load = Load(tokens)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+
+    def reply(data: dict) -> None:
+        sys.stdout.write(json.dumps(data) + "\n")
+        sys.stdout.flush()
+
+    reply({"ready": True})
+    while line := await reader.readline():
+        command = json.loads(line)
+        name = command["cmd"]
+        if name == "connect":
+            reply(await load.connect(command["port"], command["concurrency"]))
+        elif name == "reset":
+            load.reset()
+            reply({})
+        elif name == "stats":
+            reply(load.stats())
+        elif name == "close":
+            load.close()
+            reply({})
+        elif name == "exit":
+            return
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main())

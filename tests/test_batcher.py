@@ -1,0 +1,81 @@
+"""The authentication batcher, with real threads and no database."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from wsserver.database import Batcher
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.release = threading.Event()
+
+    def __call__(self, arguments: list[int]) -> list[int]:
+        self.batches.append(arguments)
+        self.release.wait(5)
+        if -1 in arguments:
+            raise RuntimeError("boom")
+        return [argument * 10 for argument in arguments]
+
+
+class Threads:
+    """Database.run without Django: the function runs in a thread."""
+
+    async def run(self, function, *args):
+        return await asyncio.to_thread(function, *args)
+
+
+@pytest.fixture
+def database():
+    return Threads()
+
+
+async def test_a_lone_call_runs_at_once(database):
+    recorder = Recorder()
+    recorder.release.set()
+    batcher = Batcher(database, recorder, concurrency=1)
+    assert await batcher.call(4) == 40
+    assert recorder.batches == [[4]]
+
+
+async def test_calls_waiting_for_a_thread_are_batched(database):
+    recorder = Recorder()
+    batcher = Batcher(database, recorder, concurrency=1, max_batch=3)
+    calls = [asyncio.ensure_future(batcher.call(n)) for n in range(6)]
+    await asyncio.sleep(0.1)
+    recorder.release.set()
+    assert await asyncio.gather(*calls) == [n * 10 for n in range(6)]
+    assert recorder.batches == [[0], [1, 2, 3], [4, 5]]
+
+
+async def test_an_error_reaches_every_call_of_its_batch(database):
+    recorder = Recorder()
+    batcher = Batcher(database, recorder, concurrency=1)
+    first = asyncio.ensure_future(batcher.call(1))
+    failing = [asyncio.ensure_future(batcher.call(n)) for n in (2, -1)]
+    await asyncio.sleep(0.1)
+    recorder.release.set()
+    assert await first == 10
+    for call in failing:
+        with pytest.raises(RuntimeError, match="boom"):
+            await call
+    assert await batcher.call(3) == 30  # it goes on
+
+
+async def test_abandoned_calls_are_skipped(database):
+    recorder = Recorder()
+    batcher = Batcher(database, recorder, concurrency=1)
+    first = asyncio.ensure_future(batcher.call(1))
+    await asyncio.sleep(0.05)  # running, holding the only thread
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await batcher.call(2)
+    recorder.release.set()
+    assert await first == 10
+    assert await batcher.call(3) == 30
+    assert recorder.batches == [[1], [3]]

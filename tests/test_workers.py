@@ -1,0 +1,49 @@
+"""WS_WORKERS: several processes on one port, each delivering to its clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+
+import pytest
+import redis
+from clients import authenticate, receive_event
+from processes import PASSWORD, MainSite, Sidecar
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_two_workers_share_the_port_and_both_deliver(redis_url, tmp_path):
+    site = MainSite(
+        f"sqlite:///{tmp_path}/site.sqlite3", redis_url, f"workers-{os.getpid()}"
+    )
+    site.manage("migrate", "--noinput")
+    site.manage("seed_demo", "--password", PASSWORD)
+    sidecar = Sidecar.for_site(
+        site, tmp_path, WS_WORKERS="2", WS_MAX_CONNECTIONS_PER_USER="100"
+    ).start()
+    try:
+        # Wait until both workers are subscribed, then connect many clients.
+        for _ in range(100):
+            if sidecar.log().count("Subscribed to channel") == 2:
+                break
+            await asyncio.sleep(0.1)
+        token = site.token("admin")
+        clients = await asyncio.gather(
+            *[authenticate(sidecar.url, token) for _ in range(40)]
+        )
+        await asyncio.sleep(0.3)
+        redis.Redis.from_url(redis_url).publish(
+            site.env["WSSERVER_CHANNEL"], json.dumps({"content_type_id": 1, "n": 1})
+        )
+        for websocket in clients:
+            assert (await receive_event(websocket))["n"] == 1
+        serving = set(re.findall(r"\[(\d+)\]: Connection \S+ opened", sidecar.log()))
+        assert len(serving) == 2, sidecar.log()
+        for websocket in clients:
+            await websocket.close()
+    finally:
+        assert sidecar.stop() == 0
+    assert sidecar.log().count("Shut down") == 2
