@@ -51,21 +51,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def family(pid: int) -> list[int]:
+    """A process and its children (WS_WORKERS)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return (
+        [pid, *map(int, children.read_text().split())] if children.exists() else [pid]
+    )
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and its children (workers)."""
     total = 0.0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for each in pids:
+    for each in family(pid):
         fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / TICKS
     return total
 
 
 def rss_bytes(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    return sum(
+        int(Path(f"/proc/{each}/statm").read_text().split()[1]) * PAGE
+        for each in family(pid)
+    )
 
 
 class Database:
