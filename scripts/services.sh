@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Make sure the servers the tests (and the benchmark) talk to are running:
-# PostgreSQL and Redis (and Chromium for the browser test), installed from
-# Debian's packages if missing, started if
-# stopped, and a PostgreSQL role with a password that the tests log in as,
-# whatever pg_hba.conf says about local connections.
+# PostgreSQL and Redis (and Chromium and nginx for the browser and deployment
+# tests), installed from Debian's packages if missing, started if stopped,
+# and a PostgreSQL role with a password that the tests log in as, whatever
+# pg_hba.conf says about local connections.
 set -euo pipefail
 
 PG_ROLE=${WSSERVER_TEST_PG_ROLE:-wsserver_test}
@@ -20,10 +20,19 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 $redis_only || command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
 # The browser test drives Debian's Chromium; nothing is downloaded at run time.
 $redis_only || command -v chromium >/dev/null || missing+=(chromium)
+# tests/test_deployment.py runs docs/deployment.md's nginx configuration.
+$redis_only || command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "services: installing ${missing[*]}"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [[ " ${missing[*]} " == *" nginx "* ]]; then
+    # The test starts nginx itself: stop the default site the package may have
+    # started, and keep it from starting at boot.
+    as_root sh -c 'if [ -s /run/nginx.pid ]; then /usr/sbin/nginx -s quit; fi
+        if command -v systemctl >/dev/null; then systemctl disable --now nginx; fi' \
+        >/dev/null 2>&1 || true
 fi
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then

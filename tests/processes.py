@@ -63,6 +63,12 @@ class MainSite:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
+    def prepare(self) -> MainSite:
+        """Create the tables and the demo users (see seed_demo)."""
+        self.manage("migrate", "--noinput")
+        self.manage("seed_demo", "--password", PASSWORD)
+        return self
+
     def manage(self, *args: str, check: bool = True, **env: str) -> str:
         result = subprocess.run(
             [sys.executable, str(EXAMPLE / "manage.py"), *args],

@@ -1,13 +1,17 @@
 """The JavaScript client in real headless Chromium, on the example site's page.
 
 A permitted user sees an admin change appear on the page; after the sidecar
-restarts the page reconnects by itself and receives the next event; a user
-without permission sees nothing.
+restarts the page reconnects by itself, is sent what it missed meanwhile and
+receives the next event; when it missed more than the history holds it is
+told so; a user without permission sees nothing, and once deactivated the
+page stops instead of retrying.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import time
 
 import pytest
 from browser import Browser
@@ -17,12 +21,16 @@ from processes import PASSWORD, MainSite, Sidecar
 pytestmark = pytest.mark.e2e
 
 EVENTS = "[...document.querySelectorAll('li.event')].map(li => li.textContent)"
+LOG = "[...document.querySelectorAll('#log li')].map(li => li.textContent)"
+STATUS = "document.getElementById('status')?.textContent"
+# The sidecar sends a resuming client at most this many missed events.
+HISTORY = 2
 
 
 @pytest.fixture(scope="module")
 def sidecar(tmp_path_factory):
     # Created first for its port: the site's page connects to it.
-    return Sidecar(tmp_path_factory.mktemp("sidecar"))
+    return Sidecar(tmp_path_factory.mktemp("sidecar"), WS_HISTORY_SIZE=str(HISTORY))
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +49,8 @@ def site(sidecar, redis_url, tmp_path_factory):
         DATABASE_URL=main_site.env["DATABASE_URL"],
         REDIS_URL=main_site.env["WSSERVER_REDIS_URL"],
         WS_CHANNEL=main_site.env["WSSERVER_CHANNEL"],
+        # As in production: only the site's own pages may connect.
+        WS_ALLOWED_ORIGINS=main_site.url,
     )
     sidecar.start()
     yield main_site
@@ -56,11 +66,21 @@ def page_for(site: MainSite, username: str) -> Chromium:
     chromium = Chromium()
     chromium.set_cookie(site.url, "sessionid", sessionid)
     chromium.open(site.url + "/")
-    chromium.wait_for("document.getElementById('status')?.textContent === 'connected'")
+    chromium.wait_for(f"{STATUS} === 'connected'")
     return chromium
 
 
-def test_the_page_shows_events_and_survives_a_sidecar_restart(site, sidecar):
+def restart(sidecar: Sidecar, page: Chromium, while_down) -> None:
+    """Stop the sidecar, do something meanwhile, start it on the same port."""
+    sidecar.stop()
+    page.wait_for(f"{STATUS} !== 'connected'")
+    while_down()
+    sidecar.start()
+    # Full-jitter backoff: the page may wait several seconds before retrying.
+    page.wait_for(f"{STATUS} === 'connected'", 40)
+
+
+def test_the_page_shows_events_and_survives_sidecar_restarts(site, sidecar):
     admin = Browser(site.url)
     admin.login("admin", PASSWORD)
     alice = page_for(site, "alice")
@@ -69,22 +89,63 @@ def test_the_page_shows_events_and_survives_a_sidecar_restart(site, sidecar):
         admin.add("article", title="Seen in Chromium", body="x")
         events = alice.wait_for(f"{EVENTS}.length && {EVENTS}")
         assert events == ['admin addition article "Seen in Chromium"']
+        first_id = alice.evaluate("document.querySelector('li.event').dataset.id")
+        assert re.fullmatch(r"\d+-\d+", first_id), first_id
 
-        sidecar.stop()
-        alice.wait_for("document.getElementById('status').textContent !== 'connected'")
-        sidecar.start()
-        alice.wait_for(
-            "document.getElementById('status').textContent === 'connected'", 40
+        # Restart: what was published meanwhile is replayed on resume, then
+        # live events follow.
+        restart(
+            sidecar,
+            alice,
+            lambda: admin.add("article", title="While away", body="x"),
         )
         admin.add("article", title="After the restart", body="x")
-        events = alice.wait_for(f"{EVENTS}.length === 2 && {EVENTS}")
-        assert events[0] == 'admin addition article "After the restart"'
+        events = alice.wait_for(f"{EVENTS}.length === 3 && {EVENTS}")
+        assert events == [
+            'admin addition article "After the restart"',
+            'admin addition article "While away"',
+            'admin addition article "Seen in Chromium"',
+        ]
+        assert "disconnected (1012 server restarting)" in alice.evaluate(LOG)
 
-        # Bob may not see articles: his page stays connected and empty.
-        bob.wait_for(
-            "document.getElementById('status').textContent === 'connected'", 40
-        )
+        # Away for more than the history holds: the page is told (onGap),
+        # nothing is replayed, and live events go on.
+        def miss_too_many():
+            for number in range(HISTORY + 1):
+                admin.add("article", title=f"Missed {number}", body="x")
+
+        restart(sidecar, alice, miss_too_many)
+        alice.wait_for("document.querySelector('li.gap') !== null")
+        admin.add("article", title="After the gap", body="x")
+        events = alice.wait_for(f"{EVENTS}.length === 4 && {EVENTS}")
+        assert events[0] == 'admin addition article "After the gap"'
+        assert not any("Missed" in event for event in events)
+
+        # Bob may not see articles: his page went through the same restarts
+        # and is connected, with nothing to show.
+        bob.wait_for(f"{STATUS} === 'connected'", 40)
         assert bob.evaluate(f"{EVENTS}.length") == 0
+
+        # Bob is deactivated: the sidecar closes his connection (1008), the
+        # page asks for a new token, is told he is logged out, and stops.
+        bob_pk = site.manage(
+            "shell",
+            "--verbosity",
+            "0",
+            "-c",
+            "from django.contrib.auth.models import User; "
+            "print(User.objects.get(username='bob').pk)",
+        ).strip()
+        status, _ = admin.submit_form(
+            f"/admin/auth/user/{bob_pk}/change/", {"is_active": None}
+        )
+        assert status == 200
+        bob.wait_for(f"{STATUS} === 'logged-out'")
+        log = bob.evaluate(LOG)
+        revoked = log.index("disconnected (1008 access revoked)")
+        assert log[revoked + 1 :] == ["connecting", "logged-out"]
+        time.sleep(1.5)  # longer than the first backoff: no retry follows
+        assert bob.evaluate(LOG) == log
     finally:
         alice.close()
         bob.close()

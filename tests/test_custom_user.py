@@ -24,21 +24,13 @@ def site(postgres, redis_url):
     main_site = MainSite(
         postgres.create(), redis_url, "custom-user-events", EXAMPLE_CUSTOM_USER="1"
     )
-    main_site.manage("migrate", "--noinput")
-    main_site.manage("seed_demo", "--password", PASSWORD)
+    main_site.prepare()
     main_site.start()
     yield main_site
     main_site.stop()
 
 
-def sidecar_for(site: MainSite, tmp_path, **env: str) -> Sidecar:
-    return Sidecar(
-        tmp_path,
-        DATABASE_URL=site.env["DATABASE_URL"],
-        REDIS_URL=site.env["WSSERVER_REDIS_URL"],
-        WS_CHANNEL=site.env["WSSERVER_CHANNEL"],
-        **env,
-    )
+sidecar_for = Sidecar.for_site
 
 
 async def test_custom_user_model(site, tmp_path):

@@ -7,7 +7,9 @@ import shlex
 import subprocess
 import sys
 import time
+import uuid
 
+import psycopg
 import pytest
 from processes import PASSWORD, ROOT, SECRET_KEY, MainSite, free_port
 
@@ -77,6 +79,21 @@ def test_secrets_are_masked_unless_asked_for(site):
     assert "wsserver_test:********@" in output
     assert "SECRET_KEY='********'" in output
     assert "--show-secrets" in output
+    # Pasted as is, the placeholders are caught.
+    env = {
+        name: value
+        for name, _, value in (
+            shlex.split(line)[0].partition("=")
+            for line in output.splitlines()
+            if not line.startswith("#")
+        )
+    }
+    result = check(env)
+    assert result.returncode == 1
+    problems = [line for line in result.stdout.splitlines() if "PROBLEM" in line]
+    assert any("SECRET_KEY is '********'" in p for p in problems)
+    assert any("password in DATABASE_URL is '********'" in p for p in problems)
+    assert all("--show-secrets" in p for p in problems if "'********'" in p)
 
 
 def test_a_broken_configuration_is_explained(site):
@@ -100,17 +117,63 @@ def test_a_broken_configuration_is_explained(site):
 
 
 @pytest.mark.parametrize(
-    ("token_env", "sidecar_overrides", "reason"),
+    ("user", "token_env", "sidecar_overrides", "reason"),
     [
-        ({"SECRET_KEY": "another-site"}, {}, "signature does not match"),
-        ({"WSSERVER_SESAME_SCOPE": ""}, {"WS_SESAME_SCOPE": "ws"}, "made for scope ''"),
-        ({}, {"SESAME_MAX_AGE": "1"}, "expired"),
+        ("alice", {"SECRET_KEY": "another-site"}, {}, "signature does not match"),
+        (
+            "alice",
+            {"WSSERVER_SESAME_SCOPE": ""},
+            {"WS_SESAME_SCOPE": "ws"},
+            "made for scope ''",
+        ),
+        ("alice", {}, {"SESAME_MAX_AGE": "1"}, "expired"),
+        ("carol", {}, {}, "is inactive"),
     ],
 )
-def test_why_a_token_fails(site, token_env, sidecar_overrides, reason):
-    token = site.token(username(site, "alice"), **token_env)
+def test_why_a_token_fails(site, user, token_env, sidecar_overrides, reason):
+    token = site.token(username(site, user), **token_env)
     if reason == "expired":
         time.sleep(1.5)
     result = check({**sidecar_env(site), **sidecar_overrides}, "--token", token)
     assert result.returncode == 1
     assert reason in result.stdout, result.stdout
+
+
+def test_a_missing_grant_is_explained(site):
+    """A role that may read every table but django_content_type."""
+    role, password = f"wsserver_doctor_{uuid.uuid4().hex[:8]}", "doctor-password"
+    with psycopg.connect(site.env["DATABASE_URL"], autocommit=True) as connection:
+        connection.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        connection.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+        connection.execute(f"REVOKE SELECT ON django_content_type FROM {role}")
+    try:
+        host_and_database = site.env["DATABASE_URL"].split("@", 1)[1]
+        env = {
+            **sidecar_env(site),
+            "DATABASE_URL": f"postgresql://{role}:{password}@{host_and_database}",
+        }
+        result = check(env)
+        assert result.returncode == 1, result.stdout + result.stderr
+        [problem] = [line for line in result.stdout.splitlines() if "PROBLEM" in line]
+        assert "cannot read table 'django_content_type'" in problem
+        assert f"GRANT SELECT ON django_content_type TO {role};" in problem
+    finally:
+        with psycopg.connect(site.env["DATABASE_URL"], autocommit=True) as connection:
+            connection.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
+            connection.execute(f"DROP ROLE {role}")
+
+
+def test_an_invalid_configuration_names_the_variable():
+    result = check({"SECRET_KEY": "x", "WS_USER_PK": "string"})
+    assert result.returncode == 2
+    assert "WS_USER_PK" in result.stderr and "int, bigint, uuid" in result.stderr
+
+
+def test_an_unreachable_database_is_explained(redis_url):
+    url = f"postgresql://nobody:secret@127.0.0.1:{free_port()}/site"
+    result = check({"SECRET_KEY": "x", "DATABASE_URL": url, "REDIS_URL": redis_url})
+    assert result.returncode == 1, result.stdout + result.stderr
+    [problem] = [line for line in result.stdout.splitlines() if "PROBLEM" in line]
+    assert problem.startswith("PROBLEM database: cannot query")
+    assert "Fix: check DATABASE_URL" in problem
+    assert "secret" not in result.stdout  # the password is masked

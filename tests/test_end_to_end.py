@@ -28,21 +28,13 @@ def site(request, postgres, redis_url, tmp_path_factory):
         database_url = f"sqlite:///{tmp_path_factory.mktemp('sqlite')}/site.sqlite3"
     channel = f"e2e-{request.param}-{os.getpid()}-{id(request)}"
     main_site = MainSite(database_url, redis_url, channel)
-    main_site.manage("migrate", "--noinput")
-    main_site.manage("seed_demo", "--password", PASSWORD)
+    main_site.prepare()
     main_site.start()
     yield main_site
     main_site.stop()
 
 
-def sidecar_for(site: MainSite, tmp_path, **env: str) -> Sidecar:
-    return Sidecar(
-        tmp_path,
-        DATABASE_URL=site.env["DATABASE_URL"],
-        REDIS_URL=site.env["WSSERVER_REDIS_URL"],
-        WS_CHANNEL=site.env["WSSERVER_CHANNEL"],
-        **env,
-    )
+sidecar_for = Sidecar.for_site
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import random
 import pytest
 import redis
 from clients import authenticate, receive_event
-from processes import PASSWORD, MainSite, Sidecar
+from processes import MainSite, Sidecar
 from rawclient import RawClient
 from websockets.frames import Opcode
 
@@ -29,8 +29,7 @@ CASES = 300
 def site(redis_url, tmp_path_factory):
     database = tmp_path_factory.mktemp("fuzz") / "site.sqlite3"
     main_site = MainSite(f"sqlite:///{database}", redis_url, f"fuzz-{os.getpid()}")
-    main_site.manage("migrate", "--noinput")
-    main_site.manage("seed_demo", "--password", PASSWORD)
+    main_site.prepare()
     return main_site
 
 

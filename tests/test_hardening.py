@@ -18,7 +18,7 @@ import pytest
 import redis
 from clients import assert_no_event, authenticate, closed_with, receive_event
 from faults import ThrowawayPostgres, ThrowawayRedis
-from processes import PASSWORD, MainSite, Sidecar, http_status, wait_for
+from processes import MainSite, Sidecar, http_status, wait_for
 from rawclient import RawClient, close_code
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -33,8 +33,7 @@ LONG_LIVED = {"SESAME_MAX_AGE": "86400"}
 def site(redis_url, tmp_path_factory):
     database = tmp_path_factory.mktemp("hardening") / "site.sqlite3"
     main_site = MainSite(f"sqlite:///{database}", redis_url, f"hard-{os.getpid()}")
-    main_site.manage("migrate", "--noinput")
-    main_site.manage("seed_demo", "--password", PASSWORD)
+    main_site.prepare()
     return main_site
 
 
@@ -291,8 +290,7 @@ async def test_a_database_outage_fails_authentications_cleanly_then_recovers(
 ):
     pg = throwaway_postgres
     main_site = MainSite(pg.url("site"), redis_url, f"pg-outage-{os.getpid()}")
-    main_site.manage("migrate", "--noinput")
-    main_site.manage("seed_demo", "--password", PASSWORD)
+    main_site.prepare()
     token = main_site.token("admin")
     sidecar = Sidecar.for_site(
         main_site, tmp_path, WS_AUTH_TIMEOUT="3", **LONG_LIVED

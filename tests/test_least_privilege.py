@@ -36,8 +36,7 @@ def readme_grants(role: str, database: str) -> list[str]:
 def site(postgres, redis_url):
     database_url = postgres.create()
     main_site = MainSite(database_url, redis_url, f"least-{os.getpid()}")
-    main_site.manage("migrate", "--noinput")
-    main_site.manage("seed_demo", "--password", PASSWORD)
+    main_site.prepare()
     main_site.start()
     yield main_site
     main_site.stop()

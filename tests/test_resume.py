@@ -30,8 +30,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def site(postgres, redis_url):
     main_site = MainSite(postgres.create(), redis_url, f"resume-{os.getpid()}")
-    main_site.manage("migrate", "--noinput")
-    main_site.manage("seed_demo", "--password", PASSWORD)
+    main_site.prepare()
     main_site.start()
     yield main_site
     main_site.stop()

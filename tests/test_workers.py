@@ -6,11 +6,12 @@ import asyncio
 import json
 import os
 import re
+import sys
 
 import pytest
 import redis
 from clients import authenticate, receive_event
-from processes import PASSWORD, MainSite, Sidecar
+from processes import MainSite, Sidecar
 
 pytestmark = pytest.mark.e2e
 
@@ -19,8 +20,7 @@ async def test_two_workers_share_the_port_and_both_deliver(redis_url, tmp_path):
     site = MainSite(
         f"sqlite:///{tmp_path}/site.sqlite3", redis_url, f"workers-{os.getpid()}"
     )
-    site.manage("migrate", "--noinput")
-    site.manage("seed_demo", "--password", PASSWORD)
+    site.prepare()
     sidecar = Sidecar.for_site(
         site, tmp_path, WS_WORKERS="2", WS_MAX_CONNECTIONS_PER_USER="100"
     ).start()
@@ -47,3 +47,22 @@ async def test_two_workers_share_the_port_and_both_deliver(redis_url, tmp_path):
     finally:
         assert sidecar.stop() == 0
     assert sidecar.log().count("Shut down") == 2
+
+
+def test_a_worker_that_dies_stops_the_others():
+    """The parent notices any worker's death, not only the first one's."""
+    import signal
+    import time
+
+    from wsserver.workers import run_workers
+
+    def target(worker: int) -> int:
+        if worker == 1:
+            return 3  # fails at once
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        time.sleep(30)  # would outlive the test if not stopped
+        return 0
+
+    started = time.monotonic()
+    assert run_workers(2, target) == 3
+    assert time.monotonic() - started < 10

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -65,7 +66,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with check: say whether this token verifies here, for whom, "
         "and which models' events that user would receive",
     )
-    return parser.parse_args(argv)
+    arguments = parser.parse_args(argv)
+    if arguments.token is not None and arguments.command != "check":
+        parser.error("--token goes with check: python -m wsserver check --token TOKEN")
+    return arguments
 
 
 def setup_django() -> None:
@@ -125,9 +129,16 @@ def serve(config: Config) -> int:
             logger.error("The user tables do not match the configuration: exiting")
             return 1
 
-    def run() -> int:
+    def run(worker: int = 0) -> int:
+        worker_config = config
+        if config.metrics_port:
+            # Each worker counts its own clients: worker n serves its metrics
+            # on WS_METRICS_PORT + n, one Prometheus target per worker.
+            worker_config = dataclasses.replace(
+                config, metrics_port=config.metrics_port + worker
+            )
         database = Database(config.db_threads)
-        sidecar = Sidecar(config, Authenticator(config.sesame_scope), database)
+        sidecar = Sidecar(worker_config, Authenticator(config.sesame_scope), database)
         try:
             asyncio.run(sidecar.run())
         finally:
@@ -137,6 +148,13 @@ def serve(config: Config) -> int:
     if config.workers > 1:
         from .workers import run_workers
 
+        if not config.metrics_port:
+            logger.warning(
+                "WS_WORKERS=%d without WS_METRICS_PORT: each GET /metrics on "
+                "WS_PORT reaches one worker at random and shows only its "
+                "numbers; set WS_METRICS_PORT to scrape each worker",
+                config.workers,
+            )
         return run_workers(config.workers, run)
     return run()
 

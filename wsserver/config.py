@@ -437,7 +437,8 @@ SETTINGS: tuple[Setting, ...] = (
         "WS_METRICS_PORT",
         "0",
         "Port for GET /metrics (Prometheus) on WS_HOST; 0 serves it on "
-        "WS_PORT, beside /healthz and /readyz.",
+        "WS_PORT, beside /healthz and /readyz. With WS_WORKERS, worker n "
+        "(from 0) serves its own on WS_METRICS_PORT + n.",
         _integer(0, 65535),
     ),
 )
@@ -602,6 +603,21 @@ def _cross_check(values: dict[str, Any]) -> list[str]:
             "SESAME_MAX_AGE: tokens that never expire and survive a password "
             "change are insecure (django-sesame refuses them): set a number of "
             "seconds or SESAME_INVALIDATE_ON_PASSWORD_CHANGE=true"
+        )
+    metrics_ports = range(
+        values["WS_METRICS_PORT"], values["WS_METRICS_PORT"] + values["WS_WORKERS"]
+    )
+    if values["WS_METRICS_PORT"] and values["WS_PORT"] in metrics_ports:
+        problems.append(
+            f"WS_METRICS_PORT: the metrics need ports {metrics_ports.start}-"
+            f"{metrics_ports.stop - 1} (one per worker), which include WS_PORT="
+            f"{values['WS_PORT']}: choose another port, or 0 to serve /metrics "
+            "on WS_PORT"
+        )
+    elif values["WS_METRICS_PORT"] and metrics_ports.stop - 1 > 65535:
+        problems.append(
+            f"WS_METRICS_PORT: {values['WS_WORKERS']} workers need ports up to "
+            f"{metrics_ports.stop - 1}, past 65535: choose a lower port"
         )
     engine = values["DATABASE_URL"]["ENGINE"]
     if engine == "django.db.backends.sqlite3" and values["DATABASE_URL"]["NAME"] in {

@@ -7,7 +7,7 @@ serving. Each problem is one line that ends with its fix.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis
 from django.db.utils import Error as DatabaseError
@@ -16,31 +16,49 @@ from .config import Config, mask_url
 
 __all__ = ["check", "explain_token"]
 
+# What `manage.py wsserver_env` prints in place of a secret, unless asked.
+MASKED = "********"
+
 
 def check(config: Config, token: str | None = None, out: Callable = print) -> int:
     """Print what works and what does not; return the exit status (0 or 1)."""
     from .schema import check_user_schema
 
-    problems = []
-    out("configuration: valid")
+    problems = [
+        f"config: {name} is {MASKED!r}, the placeholder `manage.py wsserver_env` "
+        "prints for a secret. Fix: run it with --show-secrets, or set the real value"
+        for name, value in [
+            ("SECRET_KEY", config.secret_key),
+            ("SECRET_KEY_FALLBACKS", ",".join(config.secret_key_fallbacks)),
+            ("SESAME_KEY", config.sesame.get("SESAME_KEY") or ""),
+            ("the password in DATABASE_URL", config.database.get("PASSWORD") or ""),
+        ]
+        if MASKED in value
+    ]
+    out("configuration: valid" if not problems else "configuration: parsed")
     pk_type = config.user_model.pk_type if config.user_model.custom else "int"
     try:
         schema_problems = check_user_schema(pk_type)
     except DatabaseError as exc:
         problems.append(
             f"database: cannot query {config.summary()['DATABASE_URL']} "
-            f"({str(exc).strip()}). Fix: check DATABASE_URL and that the "
+            f"({one_line(exc)}). Fix: check DATABASE_URL and that the "
             "database server is reachable."
         )
     else:
         problems += [f"database: {problem}" for problem in schema_problems]
-        if not schema_problems:
-            out("database: the user tables match the configuration")
+        unreadable = unreadable_tables(config, skip=schema_problems)
+        problems += [f"database: {problem}" for problem in unreadable]
+        if not schema_problems and not unreadable:
+            out(
+                "database: the user tables match the configuration and every "
+                "table the sidecar reads is readable"
+            )
     try:
         redis.Redis.from_url(config.redis_url, socket_connect_timeout=3).ping()
     except (redis.RedisError, OSError) as exc:
         problems.append(
-            f"redis: {mask_url(config.redis_url)} does not answer ({exc}). "
+            f"redis: {mask_url(config.redis_url)} does not answer ({one_line(exc)}). "
             "Fix: start Redis or set REDIS_URL to the main site's "
             "WSSERVER_REDIS_URL."
         )
@@ -51,7 +69,7 @@ def check(config: Config, token: str | None = None, out: Callable = print) -> in
             verdict, ok = explain_token(token, config)
         except DatabaseError as exc:
             verdict, ok = (
-                f"cannot be checked: the database query failed ({str(exc).strip()})."
+                f"cannot be checked: the database query failed ({one_line(exc)})."
                 " Fix the database problems first.",
                 False,
             )
@@ -60,6 +78,56 @@ def check(config: Config, token: str | None = None, out: Callable = print) -> in
         out(f"PROBLEM {problem}")
     out("OK" if not problems else f"{len(problems)} problem(s)")
     return 1 if problems else 0
+
+
+def sidecar_tables() -> list[str]:
+    """Every table the sidecar reads: the README's GRANT list, for this model."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group, Permission
+    from django.contrib.contenttypes.models import ContentType
+
+    User = get_user_model()
+    return [
+        User._meta.db_table,
+        *(f.remote_field.through._meta.db_table for f in User._meta.many_to_many),
+        Group._meta.db_table,
+        Group.permissions.through._meta.db_table,
+        Permission._meta.db_table,
+        ContentType._meta.db_table,
+    ]
+
+
+def unreadable_tables(config: Config, skip: Sequence[str] = ()) -> list[str]:
+    """A problem for each table this role cannot SELECT from, with its fix.
+
+    A missing GRANT would otherwise show only as failed authentications.
+    Tables already named in ``skip`` (the schema check's problems) are left out.
+    """
+    from django.db import connection
+
+    problems = []
+    for table in sidecar_tables():
+        if any(repr(table) in problem for problem in skip):
+            continue
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT 1 FROM {connection.ops.quote_name(table)} LIMIT 1"
+                )
+        except DatabaseError as exc:
+            reason = one_line(exc)
+            if "permission denied" in reason.lower():
+                role = config.database.get("USER") or "the sidecar's role"
+                problems.append(
+                    f"cannot read table {table!r} ({reason}). Fix: GRANT SELECT ON "
+                    f"{table} TO {role}; (see the README's read-only role)"
+                )
+            else:
+                problems.append(
+                    f"cannot read table {table!r} ({reason}). Fix: set DATABASE_URL "
+                    "to the main site's database, where its migrations ran"
+                )
+    return problems
 
 
 def explain_token(token: str, config: Config) -> tuple[str, bool]:
@@ -156,3 +224,8 @@ def _model_names(content_type_ids) -> list[str]:
         f"{ct.app_label}.{ct.model}"
         for ct in ContentType.objects.filter(pk__in=content_type_ids)
     )
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line: each problem is one line."""
+    return " ".join(str(exc).split())

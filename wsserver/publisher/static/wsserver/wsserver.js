@@ -67,7 +67,14 @@ export function connect({
       onStatus("logged-out");
       return;
     }
-    websocket = new WebSocket(url);
+    try {
+      websocket = new WebSocket(url);
+    } catch (error) {
+      // A malformed URL, or ws:// from an https:// page: say so, keep trying.
+      onStatus("disconnected", { error: String(error) });
+      schedule();
+      return;
+    }
     websocket.onopen = () => {
       openedAt = Date.now();
       websocket.send(
