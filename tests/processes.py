@@ -191,3 +191,14 @@ def running(process):
         yield process
     finally:
         process.stop()
+
+
+def started_sidecars(site: MainSite, tmp_path_factory, count: int = 2, **env: str):
+    """Generator for a fixture: ``count`` sidecars on the site, stopped cleanly."""
+    processes = [
+        Sidecar.for_site(site, tmp_path_factory.mktemp("sidecar"), **env).start()
+        for _ in range(count)
+    ]
+    yield processes
+    for process in processes:
+        assert process.stop() == 0

@@ -22,7 +22,15 @@ import pytest
 import redis
 from clients import authenticate, closed_with, publish_like_the_publisher
 from clients import receive_event as receive
-from processes import PASSWORD, ROOT, MainSite, Sidecar, free_port, wait_for
+from processes import (
+    PASSWORD,
+    ROOT,
+    MainSite,
+    Sidecar,
+    free_port,
+    http_status,
+    wait_for,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.e2e
@@ -108,16 +116,6 @@ async def close_or_none(websocket) -> tuple[int, str] | None:
     try:
         return await closed_with(websocket, timeout=2)
     except TimeoutError:
-        return None
-
-
-def http_status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
         return None
 
 

@@ -19,7 +19,7 @@ from clients import (
     publish_like_the_publisher,
     receive_event,
 )
-from processes import PASSWORD, MainSite, Sidecar
+from processes import PASSWORD, MainSite, Sidecar, started_sidecars
 from websockets.asyncio.client import connect
 
 from wsserver.wire import history_key
@@ -41,13 +41,7 @@ def site(postgres, redis_url):
 
 @pytest.fixture(scope="module")
 def sidecars(site, tmp_path_factory):
-    processes = [
-        Sidecar.for_site(site, tmp_path_factory.mktemp("sidecar")).start()
-        for _ in range(2)
-    ]
-    yield processes
-    for process in processes:
-        assert process.stop() == 0
+    yield from started_sidecars(site, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

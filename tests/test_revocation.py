@@ -14,7 +14,7 @@ import time
 import pytest
 from browser import Browser
 from clients import assert_no_event, authenticate, closed_with, receive_event
-from processes import PASSWORD, MainSite, Sidecar
+from processes import PASSWORD, MainSite, started_sidecars
 
 pytestmark = pytest.mark.e2e
 
@@ -30,13 +30,7 @@ def site(postgres, redis_url):
 
 @pytest.fixture(scope="module")
 def sidecars(site, tmp_path_factory):
-    processes = [
-        Sidecar.for_site(site, tmp_path_factory.mktemp("sidecar")).start()
-        for _ in range(2)
-    ]
-    yield processes
-    for process in processes:
-        assert process.stop() == 0
+    yield from started_sidecars(site, tmp_path_factory)
 
 
 @pytest.fixture
