@@ -66,3 +66,77 @@ def test_a_worker_that_dies_stops_the_others():
     started = time.monotonic()
     assert run_workers(2, target) == 3
     assert time.monotonic() - started < 10
+
+
+def test_a_worker_that_does_not_stop_is_killed():
+    """A shutdown that hangs does not keep the service, and its port, alive."""
+    import signal
+    import subprocess
+    import time
+
+    script = """
+import os, signal, sys, time
+from wsserver.workers import run_workers
+
+def target(worker):
+    if worker == 1:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # its shutdown hangs
+    else:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    os.write(1, b"ready\\n")  # one write: lines from two workers never mix
+    time.sleep(60)
+    return 0
+
+sys.exit(run_workers(2, target, stop_timeout=1))
+"""
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert [process.stdout.readline() for _ in range(2)] == ["ready\n"] * 2
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(10) == 128 + signal.SIGKILL
+    assert time.monotonic() - started < 5
+    assert "did not stop within 1 s: killing it" in process.stderr.read()
+
+
+def test_a_stop_signal_while_workers_start_stops_them_all():
+    """SIGTERM during start-up reaches every worker and orphans none."""
+    import os
+    import subprocess
+
+    script = """
+import os, signal, sys, time
+from wsserver.workers import run_workers
+
+def target(worker):
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    os.write(1, b"%d\\n" % os.getpid())  # one write: lines never mix
+    if worker == 0:
+        os.kill(os.getppid(), signal.SIGTERM)  # while the others start
+    time.sleep(60)
+    return 0
+
+sys.exit(run_workers(4, target))
+"""
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        returncode = process.wait(20)
+    finally:
+        process.kill()
+    # 0, or 143 for a worker stopped before it set its own handler: either way
+    # the parent handled the signal instead of dying of it.
+    assert returncode in (0, 128 + 15)
+    worker_pids = [int(line) for line in process.stdout.read().split()]
+    for pid in worker_pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        os.kill(pid, 9)
+        raise AssertionError(f"worker {pid} outlived its parent")

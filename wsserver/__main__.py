@@ -155,7 +155,11 @@ def serve(config: Config) -> int:
                 "numbers; set WS_METRICS_PORT to scrape each worker",
                 config.workers,
             )
-        return run_workers(config.workers, run)
+        # Time for every worker's shutdown (WS_SHUTDOWN_TIMEOUT, then the
+        # aborts and the closing of Redis and the database) before a kill.
+        return run_workers(
+            config.workers, run, stop_timeout=config.shutdown_timeout + 10
+        )
     return run()
 
 

@@ -39,6 +39,8 @@ logger = logging.getLogger("wsserver.auth")
 # Permission codenames that let a user see a model's events, as in the guide.
 VISIBLE_ACTIONS = ("view", "change")
 
+# Distinct permission sets kept for sharing; past that, the cache restarts.
+MAX_SHARED_PERMISSIONS = 10_000
 PK_SIZES = {"int": 4, "bigint": 8, "uuid": 16}
 
 
@@ -95,6 +97,7 @@ class Authenticator:
     def __init__(self, scope: str = "") -> None:
         self.scope = scope
         self.content_types = ContentTypeCache()
+        self._permissions: dict[Permissions, Permissions] = {}
         self.User = get_user_model()
         self._fields = self._fields_to_load()
         self._query = (
@@ -189,7 +192,7 @@ class Authenticator:
     ) -> Permissions:
         """The content types whose events the user may receive."""
         if user.is_superuser:
-            return Permissions.all()
+            return self._shared(Permissions.all())
         if codenames is not None:
             return self._visible(codenames)
         # One query: SQLite refuses ORDER BY (Permission.Meta.ordering) in a UNION.
@@ -210,7 +213,13 @@ class Authenticator:
             content_type_id = self.content_types.get(app_label, model)
             if content_type_id is not None:
                 content_type_ids.add(content_type_id)
-        return Permissions(frozenset(content_type_ids))
+        return self._shared(Permissions(frozenset(content_type_ids)))
+
+    def _shared(self, permissions: Permissions) -> Permissions:
+        """One object per distinct set of permissions, shared by connections."""
+        if len(self._permissions) > MAX_SHARED_PERMISSIONS:
+            self._permissions.clear()
+        return self._permissions.setdefault(permissions, permissions)
 
     def _get_active_user(self, pk: Any) -> Any:
         lookup = {sesame_settings.PRIMARY_KEY_FIELD: pk}

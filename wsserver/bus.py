@@ -26,6 +26,7 @@ logger = logging.getLogger("wsserver.bus")
 # arrives: a connection that died silently is noticed within this delay.
 HEALTH_CHECK_INTERVAL = 5
 READ_TIMEOUT = 1.0
+CLOSE_TIMEOUT = 2.0
 
 
 def backoff_delays(
@@ -115,8 +116,14 @@ class Subscriber:
                 self.channel,
                 mask_url(self.url),
             )
+            task = asyncio.current_task()
             while True:
                 message = await pubsub.get_message(timeout=READ_TIMEOUT)
+                if task is not None and task.cancelling():
+                    # redis-py can swallow a cancellation (get_message()
+                    # returns None as if its read timed out): honour it, or
+                    # shutdown waits for this loop forever.
+                    raise asyncio.CancelledError
                 if message is None or message["type"] != "message":
                     continue
                 result = self.handlers[message["channel"]](message["data"])
@@ -125,9 +132,10 @@ class Subscriber:
         finally:
             self._set_subscribed(False)
             try:
-                await pubsub.aclose()
-                await client.aclose()
-            except Exception:  # closing a dead connection may fail too
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await pubsub.aclose()
+                    await client.aclose()
+            except Exception:  # closing a dead connection may fail, or hang
                 pass
 
     def _set_subscribed(self, subscribed: bool) -> None:

@@ -111,10 +111,22 @@ class Fanout:
                 broadcast(recipients, event.payload, text=True)
                 self.deliveries += len(recipients)
         elif len(events) == 1:
+            # The hot loop: _write() inlined.
             event = events[0]
             frame = text_frame(event.payload)
+            max_buffer = self.max_buffer
+            slow = []
+            deliveries = 0
             for connection in list(self._recipients(event)):
-                self._write(connection, frame)
+                if connection.protocol.state is OPEN:
+                    transport = connection.transport
+                    transport.write(frame)
+                    deliveries += 1
+                    if transport.get_write_buffer_size() > max_buffer:
+                        slow.append(connection)
+            self.deliveries += deliveries
+            for connection in slow:
+                self._too_slow(connection)
         else:
             batches: dict[ServerConnection, list[bytes]] = {}
             for event in events:
@@ -131,5 +143,8 @@ class Fanout:
         transport.write(data)
         self.deliveries += count
         if transport.get_write_buffer_size() > self.max_buffer:
-            self.router.remove(connection)
-            self.on_slow(connection)
+            self._too_slow(connection)
+
+    def _too_slow(self, connection: ServerConnection) -> None:
+        self.router.remove(connection)
+        self.on_slow(connection)

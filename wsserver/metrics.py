@@ -115,6 +115,23 @@ class _SidecarCollector(Collector):
             "Attempts to reconnect to Redis after a failure.",
             value=sidecar.subscriber.reconnects,
         )
+        collector = sidecar.collector
+        yield CounterMetricFamily(
+            "wsserver_gc_full_collections",
+            "Full garbage collections, run once enough connections have closed "
+            "(see wsserver.collector).",
+            value=collector.collections,
+        )
+        yield CounterMetricFamily(
+            "wsserver_gc_full_collection_seconds",
+            "Time spent in those full collections (the event loop waits).",
+            value=collector.collection_seconds,
+        )
+        yield GaugeMetricFamily(
+            "wsserver_gc_frozen_objects",
+            "Objects the garbage collector skips: those of long-lived connections.",
+            value=collector.frozen_objects(),
+        )
         yield GaugeMetricFamily(
             "wsserver_bus_subscribed",
             "1 while subscribed to the Redis channel.",

@@ -22,11 +22,12 @@ from prometheus_client import start_http_server
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
+from websockets.frames import DATA_OPCODES, CloseCode, Frame
 from websockets.http11 import Request, Response
-from websockets.protocol import State
+from websockets.protocol import Event, State
 
 from .bus import Subscriber
+from .collector import Collector
 from .control import GroupChanged, InvalidControl, UsersChanged, parse_control
 from .database import Batcher, Database, DatabaseUnavailable
 from .events import InvalidEvent, event_id_key, parse_event
@@ -57,12 +58,37 @@ ACCESS_REVOKED = (CloseCode.POLICY_VIOLATION, "access revoked")
 KEEPALIVE_TIMEOUT = (CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
 READINESS_CACHE_SECONDS = 2.0
+# Keepalive pings sent before the event loop gets to run something else.
+PINGS_PER_STEP = 100
 # How long a client that stopped reading gets to complete the closing
 # handshake before its connection is aborted.
 SLOW_CLOSE_TIMEOUT = 5.0
 # How long an access change may take to recheck before the users concerned
 # are disconnected (to reconnect and authenticate again) rather than trusted.
 RECHECK_TIMEOUT = 5.0
+
+
+# Shared by every connection once its handshake is done (never modified).
+NO_HEADERS = Headers()
+
+
+class SidecarConnection(ServerConnection):
+    """A connection that drops every message after the first (the token).
+
+    Clients have nothing to say after their token. Dropping messages as they
+    arrive means that what they send never piles up, and that no coroutine
+    needs to wait on ``recv()`` for the lifetime of each connection.
+    """
+
+    first_message_received = False
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
+            if self.first_message_received:
+                return
+            if event.fin:
+                self.first_message_received = True
+        super().process_event(event)
 
 
 class Sidecar:
@@ -97,6 +123,7 @@ class Sidecar:
             authenticator.authenticate_many,
             concurrency=config.db_threads,
         )
+        self.collector = Collector()
         self.metrics = Metrics()
         self.metrics.register(self)
         # Access changes, counted, so that a connection whose authentication
@@ -222,10 +249,48 @@ class Sidecar:
     # Connections
 
     async def handler(self, connection: ServerConnection) -> None:
+        # This coroutine lives as long as the connection: it holds little.
         opened = time.monotonic()
+        # The handshake's headers are of no further use: drop them (browsers'
+        # cookies included, they are kilobytes per connection).
+        connection.request.headers = connection.response.headers = NO_HEADERS
+        registered = await self._register(connection)
+        if registered is None:
+            return
+        user_id, last_event_id = registered
+        del registered
+        try:
+            if last_event_id is not None:
+                await self._resume(connection, last_event_id)
+                del last_event_id
+            # What clients send after their first message is dropped as it
+            # arrives (see SidecarConnection): wait for the end.
+            await connection.wait_closed()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.router.remove(connection)
+            self.fanout.forget(connection)
+            self.principals.pop(connection, None)
+            logger.info(
+                "Connection %s closed for user %s after %.1f s: %s",
+                connection.id,
+                user_id,
+                time.monotonic() - opened,
+                connection.close_code,
+            )
+
+    async def _register(
+        self, connection: ServerConnection
+    ) -> tuple[str, str | None] | None:
+        """Authenticate a connection and route events to it.
+
+        Returns its user id and the event id to resume after, or None when
+        the connection was refused (and closed).
+        """
         authenticated = await self._authenticate(connection)
         if authenticated is None:
-            return
+            return None
         principal, hello, changes = authenticated
         user_connections = self.router.connections_of(principal.user_id)
         if len(user_connections) >= self.config.max_connections_per_user:
@@ -237,10 +302,11 @@ class Sidecar:
             )
             self.metrics.authentications["limited"] += 1
             await connection.close(*TOO_MANY_CONNECTIONS)
-            return
+            return None
         self.metrics.authentications["success"] += 1
         self.router.add(connection, principal.user_id, principal.permissions)
         self.principals[connection] = principal
+        self.collector.opened()
         if self._changed_since(principal.user_id, changes):
             user_ids = {principal.user_id}
             self._spawn(
@@ -253,26 +319,7 @@ class Sidecar:
         logger.info(
             "Connection %s opened for user %s", connection.id, principal.user_id
         )
-        try:
-            if hello.last_event_id is not None:
-                await self._resume(connection, hello.last_event_id)
-            # Clients have nothing to say after their token: read and discard,
-            # so that what they send never piles up.
-            async for _ in connection:
-                pass
-        except ConnectionClosed:
-            pass
-        finally:
-            self.router.remove(connection)
-            self.fanout.forget(connection)
-            self.principals.pop(connection, None)
-            logger.info(
-                "Connection %s closed for user %s after %.1f s: %s",
-                connection.id,
-                principal.user_id,
-                time.monotonic() - opened,
-                connection.close_code,
-            )
+        return principal.user_id, hello.last_event_id
 
     async def _authenticate(self, connection: ServerConnection):
         deadline = asyncio.get_running_loop().time() + self.config.auth_timeout
@@ -437,6 +484,7 @@ class Sidecar:
                 "WS_ALLOWED_ORIGINS is not set: pages on any site may open "
                 "connections (cross-site WebSocket hijacking is not blocked)"
             )
+        self.collector.start()
         self.server = await serve(
             self.handler,
             config.host,
@@ -456,6 +504,7 @@ class Sidecar:
             reuse_port=config.workers > 1,
             # Room for a reconnection storm: the kernel caps it at somaxconn.
             backlog=4096,
+            create_connection=self._connection_class(),
         )
         if config.metrics_port:
             start_http_server(
@@ -473,11 +522,27 @@ class Sidecar:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
             await self.shutdown()
+            self.collector.stop()
             for task in (subscriber, keepalive):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.history.close()
+
+    def _connection_class(self) -> type[SidecarConnection]:
+        """Connections that report their opening and closing to the collector."""
+        collector, router = self.collector, self.router
+
+        class Connection(SidecarConnection):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                super().connection_made(transport)
+                collector.opened()
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                super().connection_lost(exc)
+                collector.closed(len(router))
+
+        return Connection
 
     async def _keepalive(self) -> None:
         """Ping every connection each WS_PING_INTERVAL; close those that don't pong.
@@ -491,7 +556,10 @@ class Sidecar:
         while True:
             await asyncio.sleep(interval)
             waiting = []
-            for connection in list(self.server.connections):
+            for number, connection in enumerate(list(self.server.connections)):
+                if number % PINGS_PER_STEP == 0:
+                    # Let events through: 10,000 pings take ~100 ms of writes.
+                    await asyncio.sleep(0)
                 if connection.protocol.state is not State.OPEN:
                     continue
                 with contextlib.suppress(ConnectionClosed):
