@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -12,6 +13,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from clients import authenticate
+from websockets.asyncio.client import ClientConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example"
@@ -164,6 +168,32 @@ class Sidecar:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def authentication_outcomes(self) -> int:
+        """Tokens the sidecar has decided on so far, whatever the result."""
+        port = self.env.get("WS_METRICS_PORT") or self.port
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/metrics", timeout=5
+        ) as response:
+            lines = response.read().decode().splitlines()
+        return sum(
+            int(float(line.rsplit(" ", 1)[1]))
+            for line in lines
+            if line.startswith("wsserver_authentications_total{")
+        )
+
+    async def connect(self, token: str, timeout: float = 10) -> ClientConnection:
+        """Connect and send a token, then wait until the sidecar decided on it.
+
+        Once this returns, the connection receives every event published (or
+        it was refused): no sleep is needed before publishing.
+        """
+        before = await asyncio.to_thread(self.authentication_outcomes)
+        websocket = await authenticate(self.url, token)
+        async with asyncio.timeout(timeout):
+            while await asyncio.to_thread(self.authentication_outcomes) <= before:
+                await asyncio.sleep(0.01)
+        return websocket
 
     def wait_exit(self, timeout: float = 20) -> int:
         assert self.process is not None

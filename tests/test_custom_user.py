@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from browser import Browser
-from clients import assert_no_event, authenticate, closed_with, receive_event
+from clients import assert_no_event, closed_with, receive_event
 from processes import PASSWORD, MainSite, Sidecar
 
 pytestmark = pytest.mark.e2e
@@ -40,9 +40,9 @@ async def test_custom_user_model(site, tmp_path):
         admin.login("admin@example.com", PASSWORD)
         alice.login("alice@example.com", PASSWORD)
         bob.login("bob@example.com", PASSWORD)
-        admin_ws = await authenticate(sidecar.url, admin.token())
-        alice_ws = await authenticate(sidecar.url, alice.token())
-        bob_ws = await authenticate(sidecar.url, bob.token())
+        admin_ws = await sidecar.connect(admin.token())
+        alice_ws = await sidecar.connect(alice.token())
+        bob_ws = await sidecar.connect(bob.token())
 
         admin.add("article", title="Custom users", body="x")
         event = await receive_event(admin_ws)
@@ -50,7 +50,7 @@ async def test_custom_user_model(site, tmp_path):
         assert (await receive_event(alice_ws)) == event
         await assert_no_event(bob_ws)
 
-        inactive = await authenticate(sidecar.url, site.token("carol@example.com"))
+        inactive = await sidecar.connect(site.token("carol@example.com"))
         assert await closed_with(inactive) == (1011, "authentication failed")
         for websocket in (admin_ws, alice_ws, bob_ws):
             await websocket.close()

@@ -56,7 +56,7 @@ def browsers(site):
 
 async def connect_as(sidecar: Sidecar, browser: Browser):
     """Fetch a fresh token from the site, as a page would, and connect."""
-    return await authenticate(sidecar.url, browser.token())
+    return await sidecar.connect(browser.token())
 
 
 async def test_admin_changes_reach_a_superuser(sidecar, browsers):

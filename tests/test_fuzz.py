@@ -14,7 +14,7 @@ import random
 
 import pytest
 import redis
-from clients import authenticate, receive_event
+from clients import receive_event
 from processes import MainSite, Sidecar
 from rawclient import RawClient
 from websockets.frames import Opcode
@@ -151,8 +151,7 @@ async def test_fuzzed_first_frames(site, sidecar):
 async def test_fuzzed_bus_payloads(site, sidecar, redis_url):
     rng = random.Random(SEED + 1)
     token = site.token("admin")
-    watcher = await authenticate(sidecar.url, token)
-    await asyncio.sleep(0.2)
+    watcher = await sidecar.connect(token)
     bus = redis.Redis.from_url(redis_url)
     channel = site.env["WSSERVER_CHANNEL"]
     expected = 0
@@ -179,8 +178,7 @@ async def test_fuzzed_bus_payloads(site, sidecar, redis_url):
 
 
 async def assert_still_serving(site, sidecar, token):
-    websocket = await authenticate(sidecar.url, token)
-    await asyncio.sleep(0.2)
+    websocket = await sidecar.connect(token)
     redis.Redis.from_url(site.env["WSSERVER_REDIS_URL"]).publish(
         site.env["WSSERVER_CHANNEL"], json.dumps({"content_type_id": 1, "ok": True})
     )

@@ -90,7 +90,7 @@ async def test_what_clients_send_after_authentication_is_discarded(
     site, start_sidecar, tokens
 ):
     sidecar = start_sidecar()
-    websocket = await authenticate(sidecar.url, tokens["admin"])
+    websocket = await sidecar.connect(tokens["admin"])
     for number in range(2000):
         await websocket.send(f"chatter {number} " + "x" * 500)
     await websocket.send(b"binary too")

@@ -91,10 +91,10 @@ async def test_the_role_can_read_nothing_else(site, role, sidecar):
 
 
 async def test_the_end_to_end_scenario_as_the_read_only_role(site, sidecar, admin):
-    superuser = await authenticate(sidecar.url, site.token("admin"))
-    alice = await authenticate(sidecar.url, site.token("alice"))  # view_article
-    dave = await authenticate(sidecar.url, site.token("dave"))  # group permission
-    refused = await authenticate(sidecar.url, site.token("carol"))  # inactive
+    superuser = await sidecar.connect(site.token("admin"))
+    alice = await sidecar.connect(site.token("alice"))  # view_article
+    dave = await sidecar.connect(site.token("dave"))  # group permission
+    refused = await sidecar.connect(site.token("carol"))  # inactive
     assert await closed_with(refused) == (1011, "authentication failed")
 
     admin.add("article", title="Least privilege", body="x")

@@ -106,11 +106,10 @@ def scrape(url: str) -> dict[str, float]:
 
 
 async def traffic(site: MainSite, sidecar: Sidecar) -> None:
-    admin = await authenticate(sidecar.url, site.token("admin"))
-    bob = await authenticate(sidecar.url, site.token("bob"))  # sees nothing
-    refused = await authenticate(sidecar.url, "not a token")
+    admin = await sidecar.connect(site.token("admin"))
+    bob = await sidecar.connect(site.token("bob"))  # sees nothing
+    refused = await sidecar.connect("not a token")
     assert await closed_with(refused) == (1011, "authentication failed")
-    await asyncio.sleep(0.2)
     bus = redis.Redis.from_url(site.env["WSSERVER_REDIS_URL"])
     channel = site.env["WSSERVER_CHANNEL"]
     for number in range(3):

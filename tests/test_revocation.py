@@ -7,13 +7,12 @@ the publisher's signals send control messages that the sidecars act on.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 
 import pytest
 from browser import Browser
-from clients import assert_no_event, authenticate, closed_with, receive_event
+from clients import assert_no_event, closed_with, receive_event
 from processes import PASSWORD, MainSite, started_sidecars
 
 pytestmark = pytest.mark.e2e
@@ -53,9 +52,8 @@ def pk_of(site: MainSite, model: str, **lookup: str) -> str:
 async def test_deactivating_a_user_closes_their_connections_on_every_process(
     site, sidecars, admin
 ):
-    alice = [await authenticate(s.url, site.token("alice")) for s in sidecars]
-    superuser = await authenticate(sidecars[0].url, site.token("admin"))
-    await asyncio.sleep(0.2)
+    alice = [await s.connect(site.token("alice")) for s in sidecars]
+    superuser = await sidecars[0].connect(site.token("admin"))
 
     alice_pk = pk_of(site, "auth.User", username="alice")
     status, _ = admin.submit_form(
@@ -73,7 +71,7 @@ async def test_deactivating_a_user_closes_their_connections_on_every_process(
     assert (logged["model"], logged["action"]) == ("user", "change")
     await assert_no_event(superuser)
 
-    refused = await authenticate(sidecars[1].url, site.token("alice"))
+    refused = await sidecars[1].connect(site.token("alice"))
     assert await closed_with(refused) == (1011, "authentication failed")
     await superuser.close()
 
@@ -81,8 +79,8 @@ async def test_deactivating_a_user_closes_their_connections_on_every_process(
 async def test_a_group_permission_change_applies_to_the_next_event(
     site, sidecars, admin
 ):
-    dave = [await authenticate(s.url, site.token("dave")) for s in sidecars]
-    superuser = await authenticate(sidecars[0].url, site.token("admin"))
+    dave = [await s.connect(site.token("dave")) for s in sidecars]
+    superuser = await sidecars[0].connect(site.token("admin"))
     group = pk_of(site, "auth.Group", name="product-editors")
     change_product = pk_of(site, "auth.Permission", codename="change_product")
 
@@ -113,7 +111,7 @@ async def test_a_group_permission_change_applies_to_the_next_event(
 async def test_a_direct_permission_granted_in_the_admin_starts_delivery(
     site, sidecars, admin
 ):
-    bob = await authenticate(sidecars[1].url, site.token("bob"))
+    bob = await sidecars[1].connect(site.token("bob"))
     admin.add("supplier", name="Unseen", email="")
     await assert_no_event(bob)
 
@@ -130,7 +128,7 @@ async def test_a_direct_permission_granted_in_the_admin_starts_delivery(
 async def test_removing_a_user_from_a_group_by_deleting_the_group(
     site, sidecars, admin
 ):
-    dave = await authenticate(sidecars[0].url, site.token("dave"))
+    dave = await sidecars[0].connect(site.token("dave"))
     group = pk_of(site, "auth.Group", name="product-editors")
     admin.request(f"/admin/auth/group/{group}/delete/", {"post": "yes"})
     admin.add("product", name="After the group", price="1")
@@ -140,8 +138,7 @@ async def test_removing_a_user_from_a_group_by_deleting_the_group(
 
 
 async def test_a_password_change_revokes_connections(site, sidecars, admin):
-    alice = await authenticate(sidecars[0].url, site.token("alice"))
-    await asyncio.sleep(0.2)
+    alice = await sidecars[0].connect(site.token("alice"))
     site.manage(
         "shell",
         "-c",
@@ -156,8 +153,7 @@ async def test_a_password_change_revokes_connections(site, sidecars, admin):
 async def test_saving_a_user_without_changing_access_keeps_the_connection(
     site, sidecars, admin
 ):
-    alice = await authenticate(sidecars[0].url, site.token("alice"))
-    await asyncio.sleep(0.2)
+    alice = await sidecars[0].connect(site.token("alice"))
     alice_pk = pk_of(site, "auth.User", username="alice")
     admin.submit_form(f"/admin/auth/user/{alice_pk}/change/", {"first_name": "Alice"})
     admin.add("article", title="Still here", body="")

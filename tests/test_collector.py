@@ -1,0 +1,160 @@
+"""Garbage collection for long-lived connections: the schedule, gc, a sidecar."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import urllib.request
+import weakref
+
+import pytest
+import redis
+from clients import authenticate, receive_event
+from processes import MainSite, Sidecar, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+from wsserver.collector import CollectionSchedule, Collector
+
+# The schedule: pure counters
+
+
+def test_survivors_are_frozen_every_so_many_openings_and_closures():
+    schedule = CollectionSchedule(freeze_every=3)
+    assert [schedule.opened() for _ in range(6)] == [False, False, True] * 2
+    assert [schedule.closed() for _ in range(3)] == [False, False, True]
+    assert [schedule.opened(), schedule.closed(), schedule.opened()] == [
+        False,
+        False,
+        True,
+    ]
+
+
+def test_a_full_collection_is_due_when_a_quarter_of_the_open_connections_closed():
+    schedule = CollectionSchedule(collect_minimum=10)
+    for _ in range(249):
+        schedule.closed()
+    assert not schedule.collection_due(open_connections=1000)
+    schedule.closed()
+    assert schedule.collection_due(open_connections=1000)
+    schedule.collected()
+    assert not schedule.collection_due(open_connections=1000)
+
+
+def test_a_full_collection_waits_for_the_minimum_number_of_closures():
+    schedule = CollectionSchedule(collect_minimum=10)
+    for _ in range(9):
+        schedule.closed()
+    assert not schedule.collection_due(open_connections=0)
+    schedule.closed()
+    assert schedule.collection_due(open_connections=0)
+
+
+def test_the_schedule_refuses_nonsense():
+    with pytest.raises(ValueError):
+        CollectionSchedule(freeze_every=0)
+    with pytest.raises(ValueError):
+        CollectionSchedule(collect_fraction=0)
+
+
+# The collector, on this process' real garbage collector
+
+
+class Node:
+    def __init__(self) -> None:
+        self.other: object = None
+
+
+@pytest.fixture
+def unfrozen():
+    yield
+    gc.unfreeze()
+
+
+def test_frozen_cycles_are_skipped_until_a_full_collection(unfrozen):
+    collector = Collector()
+    collector.start()
+    connection = Node()
+    connection.other = Node()
+    connection.other.other = connection  # a cycle, as a transport's
+    collector.freeze()
+    # Garbage allocated later that hangs off it, as a closing connection's.
+    connection.closing = Node()
+    closing = weakref.ref(connection.closing)
+    alive = weakref.ref(connection)
+    del connection
+    gc.collect()
+    assert alive() is not None and closing() is not None
+    collector.collect()
+    assert alive() is None and closing() is None
+    assert collector.collections == 1
+    assert collector.collection_seconds > 0
+
+
+async def test_a_due_collection_runs_once_shortly_after(unfrozen):
+    collector = Collector(
+        CollectionSchedule(freeze_every=1000, collect_minimum=5), delay=0.05
+    )
+    for _ in range(20):
+        collector.closed(open_connections=0)
+    await asyncio.sleep(0.2)
+    assert collector.collections == 1
+
+
+# A sidecar: connections' objects are frozen, and freed once closed
+
+
+def metrics(sidecar: Sidecar) -> dict[str, float]:
+    with urllib.request.urlopen(sidecar.http + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.mark.e2e
+async def test_closed_connections_are_collected_and_open_ones_frozen(
+    redis_url, tmp_path
+):
+    site = MainSite(f"sqlite:///{tmp_path / 'site.sqlite3'}", redis_url, "collector")
+    site.prepare()
+    token = site.token("admin")
+    sidecar = Sidecar.for_site(
+        site, tmp_path, SESAME_MAX_AGE="3600", WS_MAX_CONNECTIONS_PER_USER="2000"
+    ).start()
+    try:
+        at_rest = metrics(sidecar)["wsserver_gc_frozen_objects"]
+        assert at_rest > 10_000  # start-up's modules, settings, user model
+        # Over the collection minimum (1,000 closures), in rounds of 300.
+        for _round in range(4):
+            websockets = await asyncio.gather(
+                *[authenticate(sidecar.url, token) for _ in range(300)]
+            )
+            wait_for(
+                lambda: metrics(sidecar)["wsserver_connections"] == 300,
+                10,
+                "connections",
+            )
+            frozen = metrics(sidecar)["wsserver_gc_frozen_objects"]
+            # Most of each connection's objects are skipped by collections.
+            assert frozen > at_rest + 300 * 30
+            await asyncio.gather(*[websocket.close() for websocket in websockets])
+        wait_for(
+            lambda: metrics(sidecar)["wsserver_gc_full_collections_total"] >= 1,
+            10,
+            "a full collection",
+        )
+        after = metrics(sidecar)
+        assert after["wsserver_connections"] == 0
+        # The 1,200 closed connections' objects are gone, not frozen forever.
+        assert after["wsserver_gc_frozen_objects"] < at_rest + 300 * 30
+        # And the sidecar still serves.
+        websocket = await sidecar.connect(token)
+        redis.Redis.from_url(redis_url).publish(
+            site.env["WSSERVER_CHANNEL"], '{"content_type_id": 1}'
+        )
+        assert (await receive_event(websocket))["content_type_id"] == 1
+        await websocket.close()
+    finally:
+        sidecar.stop()
