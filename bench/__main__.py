@@ -12,11 +12,14 @@ bounded in time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import platform
-import statistics
+import random
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,8 +47,6 @@ def log(*args) -> None:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -59,13 +60,18 @@ def family(pid: int) -> list[int]:
     )
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children (workers)."""
-    total = 0.0
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process and its children (workers)."""
+    user = system = 0.0
     for each in family(pid):
         fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / TICKS
-    return total
+        user += int(fields[11]) / TICKS
+        system += int(fields[12]) / TICKS
+    return user, system
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(pid))
 
 
 def rss_bytes(pid: int) -> int:
@@ -73,6 +79,28 @@ def rss_bytes(pid: int) -> int:
         int(Path(f"/proc/{each}/statm").read_text().split()[1]) * PAGE
         for each in family(pid)
     )
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` consecutive free ports, below the range of ephemeral ports."""
+    for _ in range(100):
+        base = random.randrange(20_000, 32_000)
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return list(range(base, base + count))
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def pin(cpus: set[int] | None):
+    """A preexec_fn that keeps a child process on ``cpus`` (None: anywhere)."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
 
 
 class Database:
@@ -93,10 +121,20 @@ class Database:
 class Server:
     """One server under test, in its own process."""
 
-    def __init__(self, kind: str, env: dict, plan_path: str, channel: str) -> None:
+    def __init__(
+        self,
+        kind: str,
+        env: dict,
+        plan_path: str,
+        channel: str,
+        cpus: set[int] | None,
+        workers: int = 1,
+    ) -> None:
         self.kind = kind
         self.port = free_port()
         self.channel = channel
+        # With WS_WORKERS each worker serves its metrics on its own port.
+        self.metrics_ports = free_ports(workers) if workers > 1 else [self.port]
         python = sys.executable
         if kind == "wsserver":
             command = [python, "-m", "wsserver"]
@@ -109,41 +147,48 @@ class Server:
                 "WS_MAX_CONNECTIONS_PER_USER": "10",
                 "WS_MAX_CONNECTIONS": "50000",
                 "WS_ALLOWED_ORIGINS": "http://bench.invalid",
+                "WS_WORKERS": str(workers),
             }
+            if workers > 1:
+                env["WS_METRICS_PORT"] = str(self.metrics_ports[0])
         elif kind == "baseline":
             command = [python, "bench/baseline.py", str(self.port), channel]
             env = {**env, "DJANGO_SETTINGS_MODULE": "settings_auth"}
         else:
             command = [python, "bench/floor.py", str(self.port), REDIS_URL, channel]
             command.append(plan_path)
-        self.process = subprocess.Popen(command, env=env, cwd=ROOT)
+        self.process = subprocess.Popen(
+            command, env=env, cwd=ROOT, preexec_fn=pin(cpus)
+        )
         self.wait(lambda: self.count() is not None, 30, "start")
 
     def count(self) -> int | None:
-        path = "/metrics" if self.kind == "wsserver" else "/count"
+        if self.kind == "wsserver":
+            try:
+                value = self.metric("wsserver_connections")
+            except OSError:
+                return None
+            return None if value is None else int(value)
         try:
             with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.port}{path}", timeout=5
+                f"http://127.0.0.1:{self.port}/count", timeout=5
             ) as response:
-                text = response.read().decode()
+                return int(response.read().decode())
         except OSError:
             return None
-        if self.kind != "wsserver":
-            return int(text)
-        for line in text.splitlines():
-            if line.startswith("wsserver_connections "):
-                return int(float(line.split()[1]))
-        return None
 
     def metric(self, name: str) -> float | None:
+        """A wsserver metric, summed over its workers."""
         if self.kind != "wsserver":
             return None
-        url = f"http://127.0.0.1:{self.port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            for line in response.read().decode().splitlines():
-                if line.startswith(name + " "):
-                    return float(line.split()[1])
-        return None
+        total = None
+        for port in self.metrics_ports:
+            url = f"http://127.0.0.1:{port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                for line in response.read().decode().splitlines():
+                    if line.startswith(name + " "):
+                        total = (total or 0.0) + float(line.split()[1])
+        return total
 
     def wait(self, predicate, timeout: float, what: str) -> float:
         started = time.perf_counter()
@@ -156,18 +201,32 @@ class Server:
         return time.perf_counter() - started
 
     def stop(self) -> None:
+        processes = family(self.process.pid)
         self.process.terminate()
         try:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
+            log(f"   {self.kind}: did not stop within 30 s: killed")
             self.process.kill()
             self.process.wait()
+        for pid in processes[1:]:  # workers must not outlive the benchmark
+            with contextlib.suppress(OSError):
+                if (
+                    Path(f"/proc/{pid}/environ")
+                    .read_bytes()
+                    .find(f"WS_CHANNEL={self.channel}".encode())
+                    >= 0
+                ):
+                    os.kill(pid, signal.SIGKILL)
+                    log(f"   {self.kind}: worker {pid} outlived its parent: killed")
 
 
 class Clients:
     """The load: client processes, each with a share of the tokens."""
 
-    def __init__(self, tokens: list[str], processes: int) -> None:
+    def __init__(
+        self, tokens: list[str], processes: int, cpus: set[int] | None
+    ) -> None:
         self.processes = []
         for index in range(processes):
             process = subprocess.Popen(
@@ -176,6 +235,7 @@ class Clients:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
+                preexec_fn=pin(cpus),
             )
             process.stdin.write(json.dumps(tokens[index::processes]) + "\n")
             process.stdin.flush()
@@ -187,6 +247,9 @@ class Clients:
             process.stdin.write(json.dumps(command) + "\n")
             process.stdin.flush()
         return [json.loads(process.stdout.readline()) for process in self.processes]
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(process.pid) for process in self.processes)
 
     def start_connecting(self, port: int, concurrency: int) -> None:
         command = {"cmd": "connect", "port": port, "concurrency": concurrency}
@@ -224,7 +287,24 @@ def event_payload(content_type_id: int, number: int) -> str:
     return payload + " " * max(0, 300 - len(payload))
 
 
-def run_server(kind, env, plan, plan_path, options) -> dict:
+def percentile_ms(seconds: list[float], fraction: float) -> float | None:
+    if not seconds:
+        return None
+    ordered = sorted(seconds)
+    return ordered[max(0, int(len(ordered) * fraction) - 1)] * 1000
+
+
+def cpu_split(options) -> tuple[set[int] | None, set[int] | None]:
+    """The server's CPU and the load generator's: apart, so neither slows the other."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if options.no_pin or len(cpus) < 2:
+        return None, None
+    return {cpus[0]}, set(cpus[1:])
+
+
+def run_server(
+    kind, env, plan, plan_path, options, workers: int = 1, pinned: bool = True
+) -> dict:
     channel = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
     bus = redis.Redis.from_url(REDIS_URL)
     tokens = [entry["token"] for entry in plan]
@@ -233,9 +313,10 @@ def run_server(kind, env, plan, plan_path, options) -> dict:
         by_type[entry["content_type_id"]] = by_type.get(entry["content_type_id"], 0) + 1
     content_types = sorted(ct for ct in by_type if ct is not None)
     n = len(tokens)
-    log(f"== {kind}: starting")
-    server = Server(kind, env, plan_path, channel)
-    clients = Clients(tokens, options.load_processes)
+    log(f"== {kind}: starting" + (f" with WS_WORKERS={workers}" if workers > 1 else ""))
+    server_cpus, load_cpus = cpu_split(options) if pinned else (None, None)
+    server = Server(kind, env, plan_path, channel, server_cpus, workers)
+    clients = Clients(tokens, options.load_processes, load_cpus)
     result = {"connections": n}
     try:
         time.sleep(0.5)
@@ -243,10 +324,12 @@ def run_server(kind, env, plan, plan_path, options) -> dict:
 
         log(f"   {kind}: connecting {n} clients, {options.concurrency} at a time")
         cpu_before = cpu_seconds(server.process.pid)
+        load_before = clients.cpu_seconds()
         clients.start_connecting(
             server.port, options.concurrency // len(clients.processes)
         )
         seconds = server.wait(lambda: server.count() == n, 300, "authentication")
+        result["auth_load_cpu_share"] = (clients.cpu_seconds() - load_before) / seconds
         clients.finish_connecting()
         result["auth_per_s"] = n / seconds
         result["round_trips_per_auth"] = server.metric(
@@ -264,7 +347,7 @@ def run_server(kind, env, plan, plan_path, options) -> dict:
             clients.all({"cmd": "reset"})
             load_cpu = sum(s["cpu"] for s in clients.all({"cmd": "stats"}))
             expected = sum(by_type[ct] for ct in events)
-            cpu_start = cpu_seconds(server.process.pid)
+            user_start, system_start = cpu_times(server.process.pid)
             started = time.perf_counter()
             if rate is None:
                 with bus.pipeline(transaction=False) as pipeline:
@@ -285,16 +368,33 @@ def run_server(kind, env, plan, plan_path, options) -> dict:
                     break
                 time.sleep(0.1)
             elapsed = time.perf_counter() - started
-            cpu = cpu_seconds(server.process.pid) - cpu_start
-            latencies = sorted(x for s in stats for x in s["latencies"])
+            user, system = cpu_times(server.process.pid)
+            user, system = user - user_start, system - system_start
+            cpu = user + system
+            arrived = [x for s in stats for x in s["arrival_latencies"]]
+            # Per event: its first and last sampled recipients.
+            spans: dict[int, list[float]] = {}
+            for stat in stats:
+                for event, latency in stat["arrivals"]:
+                    span = spans.setdefault(event, [latency, latency])
+                    span[0], span[1] = min(span[0], latency), max(span[1], latency)
+            read = [x for s in stats for x in s["latencies"]]
             return {
                 "delivered": delivered,
                 "expected": expected,
                 "cpu_us_per_delivery": cpu / max(delivered, 1) * 1e6,
-                "p50_ms": statistics.median(latencies) * 1000 if latencies else None,
-                "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000
-                if latencies
-                else None,
+                "kernel_share": system / cpu if cpu else None,
+                # To the client's socket (the kernel's receive timestamp).
+                "p50_ms": percentile_ms(arrived, 0.50),
+                "p99_ms": percentile_ms(arrived, 0.99),
+                # To the load generator reading it, among thousands of sockets.
+                "read_p99_ms": percentile_ms(read, 0.99),
+                "first_ms": percentile_ms([a for a, _ in spans.values()], 0.5),
+                "last_ms": percentile_ms([b for _, b in spans.values()], 0.5),
+                "events_ms": [
+                    [event, round(a * 1000, 2), round(b * 1000, 2)]
+                    for event, (a, b) in sorted(spans.items())
+                ],
                 "load_cpu_share": (sum(s["cpu"] for s in stats) - load_cpu) / elapsed,
             }
 
@@ -325,6 +425,9 @@ def table(results: dict, queries: dict, options) -> str:
     def ratio(a, b):
         return f"{a / b:.2f}x" if a and b else "-"
 
+    def pct(share):
+        return None if share is None else share * 100
+
     def fmt(value, digits=1):
         return "-" if value is None else f"{value:,.{digits}f}"
 
@@ -354,6 +457,13 @@ def table(results: dict, queries: dict, options) -> str:
             2,
         ),
         (
+            "kernel share of that CPU, %",
+            pct(base["steady"].get("kernel_share")),
+            pct(ws["steady"].get("kernel_share")),
+            pct(floor["steady"].get("kernel_share")),
+            0,
+        ),
+        (
             "CPU µs per delivery (burst)",
             base["burst"]["cpu_us_per_delivery"],
             ws["burst"]["cpu_us_per_delivery"],
@@ -361,21 +471,42 @@ def table(results: dict, queries: dict, options) -> str:
             2,
         ),
         (
-            "latency p50, ms",
+            "latency p50, ms (to the client's socket)",
             base["steady"]["p50_ms"],
             ws["steady"]["p50_ms"],
             floor["steady"]["p50_ms"],
             1,
         ),
         (
-            "latency p99, ms",
+            "latency p99, ms (to the client's socket)",
             base["steady"]["p99_ms"],
             ws["steady"]["p99_ms"],
             floor["steady"]["p99_ms"],
             1,
         ),
         (
-            "latency p99 in the burst, ms",
+            "latency p99, ms (read by the load generator)",
+            base["steady"]["read_p99_ms"],
+            ws["steady"]["read_p99_ms"],
+            floor["steady"]["read_p99_ms"],
+            1,
+        ),
+        (
+            "each event's first sampled recipient, ms (median)",
+            base["steady"]["first_ms"],
+            ws["steady"]["first_ms"],
+            floor["steady"]["first_ms"],
+            1,
+        ),
+        (
+            "each event's last sampled recipient, ms (median)",
+            base["steady"]["last_ms"],
+            ws["steady"]["last_ms"],
+            floor["steady"]["last_ms"],
+            1,
+        ),
+        (
+            "latency p99 in the burst, ms (to the socket)",
             base["burst"]["p99_ms"],
             ws["burst"]["p99_ms"],
             floor["burst"]["p99_ms"],
@@ -401,19 +532,105 @@ def table(results: dict, queries: dict, options) -> str:
     load = max(
         r[p]["load_cpu_share"] for r in (base, ws, floor) for p in ("steady", "burst")
     )
+    recipients = floor["steady"]["expected"] / (options.rate * options.seconds)
+    bound = 0.99 * recipients * floor["steady"]["cpu_us_per_delivery"] / 1000
+    lines += [
+        "",
+        f"Each steady event has {recipients:,.0f} recipients: at the floor's CPU "
+        f"cost per delivery, the 99th percentile of them gets it at least "
+        f"{bound:.1f} ms after publication, whatever the server.",
+    ]
     return "\n".join(lines), load
+
+
+def placement(options) -> str:
+    server_cpus, load_cpus = cpu_split(options)
+    if server_cpus is None:
+        return "Servers and load generator share every CPU."
+    return (
+        f"Each server pinned to CPU {min(server_cpus)}, the load generator "
+        f"({options.load_processes} process) to CPU "
+        f"{', '.join(map(str, sorted(load_cpus)))}."
+    )
+
+
+def cores_table(results: dict, options) -> str:
+    one = results["wsserver-1-unpinned"]
+    many = results[f"wsserver-{options.workers}-unpinned"]
+    rows = [
+        ("auth conn/s", one["auth_per_s"], many["auth_per_s"], 0),
+        ("reconnect storm, s", one["storm_s"], many["storm_s"], 2),
+        (
+            "CPU µs per delivery (20 ev/s)",
+            one["steady"]["cpu_us_per_delivery"],
+            many["steady"]["cpu_us_per_delivery"],
+            2,
+        ),
+        (
+            "latency p50, ms (to the client's socket)",
+            one["steady"]["p50_ms"],
+            many["steady"]["p50_ms"],
+            1,
+        ),
+        (
+            "latency p99, ms (to the client's socket)",
+            one["steady"]["p99_ms"],
+            many["steady"]["p99_ms"],
+            1,
+        ),
+        (
+            "latency p99 in the burst, ms (to the socket)",
+            one["burst"]["p99_ms"],
+            many["burst"]["p99_ms"],
+            1,
+        ),
+    ]
+    lines = [
+        "",
+        f"All cores: `WS_WORKERS={options.workers}` against one process, same load, "
+        "nothing pinned (the load generator shares the cores).",
+        "",
+        f"| metric | WS_WORKERS=1 | WS_WORKERS={options.workers} | ratio |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, a, b, digits in rows:
+        ratio = f"{b / a:.2f}x" if a and b else "-"
+        lines.append(f"| {name} | {a:,.{digits}f} | {b:,.{digits}f} | {ratio} |")
+    for phase in ("steady", "burst"):
+        cells = [
+            f"{r[phase]['delivered']:,}/{r[phase]['expected']:,}" for r in (one, many)
+        ]
+        lines.append(f"| delivered/expected ({phase}) | {' | '.join(cells)} | |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--clients", type=int, default=10_000)
     parser.add_argument("--quick", action="store_true", help="1,000 clients, short")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=ROOT / "bench" / "results",
+        help="directory for the table (.md) and the raw numbers (.json)",
+    )
     parser.add_argument("--rate", type=float, default=20.0, help="events per second")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--burst", type=int, default=100)
-    parser.add_argument("--load-processes", type=int, default=2)
+    parser.add_argument("--load-processes", type=int, default=1)
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the server and the load share every CPU",
+    )
     parser.add_argument("--concurrency", type=int, default=500)
     parser.add_argument("--servers", default="baseline,wsserver,floor")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count(),
+        help="WS_WORKERS for the all-cores comparison (1: skip it)",
+    )
     options = parser.parse_args()
     if options.quick:
         options.clients, options.seconds = 1000, 5.0
@@ -441,6 +658,9 @@ def main() -> None:
             cwd=ROOT,
             check=True,
         )
+        # Now rather than by autovacuum in the middle of a measurement.
+        with psycopg.connect(database.url, autocommit=True) as connection:
+            connection.execute("VACUUM ANALYZE")
         plan = json.loads(Path(plan_path).read_text())
         queries = json.loads(
             subprocess.run(
@@ -455,16 +675,24 @@ def main() -> None:
         results = {}
         for kind in options.servers.split(","):
             results[kind] = run_server(kind, env, plan, plan_path, options)
+        if options.workers > 1 and "wsserver" in results:
+            # All cores: one process against WS_WORKERS, every process free
+            # to run on any CPU (the load generator's included).
+            for workers in (1, options.workers):
+                results[f"wsserver-{workers}-unpinned"] = run_server(
+                    "wsserver", env, plan, plan_path, options, workers, pinned=False
+                )
 
-    results_dir = ROOT / "bench" / "results"
-    results_dir.mkdir(exist_ok=True)
+    results_dir = options.results
+    results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / ("quick.json" if options.quick else "latest.json")).write_text(
         json.dumps({"results": results, "queries": queries}, indent=1, default=str)
     )
-    if set(results) != {"baseline", "wsserver", "floor"}:
+    if not {"baseline", "wsserver", "floor"} <= set(results):
         print(json.dumps(results, indent=1, default=str))
         return
     rendered, load = table(results, queries, options)
+    cores = cores_table(results, options) if options.workers > 1 else ""
     cpu = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -476,9 +704,10 @@ def main() -> None:
         f"{options.clients:,} clients, {options.rate:g} events/s for "
         f"{options.seconds:g} s, bursts of {options.burst}; "
         f"{datetime.date.today().isoformat()}; {os.cpu_count()} cores ({cpu}); "
-        f"Python {platform.python_version()}.\n\n{rendered}\n\n"
+        f"Python {platform.python_version()}. {placement(options)}\n\n"
+        f"{rendered}\n\n"
         f"Load generator CPU (all client processes, busiest phase): "
-        f"{load:.0%} of one core.\n"
+        f"{load:.0%} of one core.\n{cores}"
     )
     print(report)
     (results_dir / ("quick.md" if options.quick else "latest.md")).write_text(report)

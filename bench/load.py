@@ -7,6 +7,11 @@ event to measure latency. That keeps the client side cheap enough that the
 server, not the load, is what is measured (the benchmark reports this
 process's CPU use too).
 
+Sampled clients read their socket with ``recvmsg()`` and the kernel's receive
+timestamp (SO_TIMESTAMPNS): latency is measured both to the moment the data
+reached the client's socket and to the moment this process read it, which is
+later when it has thousands of other sockets to read.
+
 Driven by the benchmark over stdin/stdout, one JSON object per line.
 """
 
@@ -17,6 +22,8 @@ import base64
 import json
 import os
 import resource
+import socket
+import struct
 import sys
 import time
 import zlib
@@ -24,6 +31,8 @@ import zlib
 from websockets.frames import Frame, Opcode
 
 SAMPLE = 10
+# Linux (asm-generic/socket.h); the control message has the same type.
+SO_TIMESTAMPNS = 35
 
 
 class Load:
@@ -35,6 +44,8 @@ class Load:
     def reset(self) -> None:
         self.frames = 0
         self.latencies: list[float] = []
+        self.arrival_latencies: list[float] = []
+        self.arrivals: list[tuple[int, float]] = []  # (event number, latency)
         self.handshakes = 0
         self.failures = 0
         self.lost = 0
@@ -48,11 +59,12 @@ class Load:
             async with semaphore:
                 for _ in range(20):
                     try:
-                        _, client = await loop.create_connection(
-                            lambda: Client(self, token, index % SAMPLE == 0),
-                            "127.0.0.1",
-                            port,
-                        )
+                        if index % SAMPLE == 0:
+                            client = await SampledClient.connect(self, token, port)
+                        else:
+                            _, client = await loop.create_connection(
+                                lambda: Client(self, token, False), "127.0.0.1", port
+                            )
                     except OSError:
                         await asyncio.sleep(0.1)
                         continue
@@ -75,6 +87,8 @@ class Load:
         return {
             "frames": self.frames,
             "latencies": self.latencies,
+            "arrival_latencies": self.arrival_latencies,
+            "arrivals": self.arrivals,
             "lost": self.lost,
             "cpu": usage.ru_utime + usage.ru_stime,
         }
@@ -106,6 +120,10 @@ class Client(asyncio.Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        self.feed(data, None)
+
+    def feed(self, data: bytes, arrived: float | None) -> None:
+        """Handle received bytes; ``arrived``: when the kernel received them."""
         buffer = self.buffer
         buffer += data
         if not self.open:
@@ -143,14 +161,16 @@ class Client(asyncio.Protocol):
             if opcode == 1:
                 self.load.frames += 1
                 if self.sample:
-                    self._measure(buffer, start, end, compressed)
+                    self._measure(buffer, start, end, compressed, arrived)
             elif opcode == 9:  # ping
                 self.transport.write(self._frame(Opcode.PONG, bytes(buffer[start:end])))
             offset = end
         if offset:
             del buffer[:offset]
 
-    def _measure(self, buffer: bytearray, start: int, end: int, compressed) -> None:
+    def _measure(
+        self, buffer: bytearray, start: int, end: int, compressed, arrived
+    ) -> None:
         payload = bytes(buffer[start:end])
         if compressed:  # permessage-deflate, with context takeover
             payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
@@ -159,6 +179,13 @@ class Client(asyncio.Protocol):
             stop = payload.find(b",", position)
             published = float(payload[position + 5 : stop])
             self.load.latencies.append(time.time() - published)
+            if arrived is not None:
+                self.load.arrival_latencies.append(arrived - published)
+                number = payload.find(b'"object_id": "')
+                if number >= 0:
+                    start = number + 14
+                    event = int(payload[start : payload.find(b'"', start)])
+                    self.load.arrivals.append((event, arrived - published))
 
     @staticmethod
     def _frame(opcode: Opcode, data: bytes) -> bytes:
@@ -169,6 +196,70 @@ class Client(asyncio.Protocol):
         self.transport = None
         if not self.ready.done():
             self.ready.set_result(None)
+
+
+class SampledClient(Client):
+    """A client that reads with recvmsg() for the kernel's receive timestamps.
+
+    For TCP the timestamp is that of the last segment read, so when one read
+    returns several frames the earlier ones are counted late, never early.
+    """
+
+    @classmethod
+    async def connect(cls, load: Load, token: str, port: int) -> SampledClient:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            await loop.sock_connect(sock, ("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            raise
+        client = cls(load, token, True)
+        client.connection_made(_SocketWriter(sock, client))
+        loop.add_reader(sock.fileno(), client._readable, sock)
+        return client
+
+    def _readable(self, sock: socket.socket) -> None:
+        try:
+            data, ancillary, _flags, _address = sock.recvmsg(
+                65536, socket.CMSG_SPACE(16)
+            )
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        arrived = None
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                seconds, nanoseconds = struct.unpack("qq", value[:16])
+                arrived = seconds + nanoseconds / 1e9
+        self.feed(data, arrived)
+
+
+class _SocketWriter:
+    """What a SampledClient needs of a transport: small writes, abort()."""
+
+    def __init__(self, sock: socket.socket, client: SampledClient) -> None:
+        self.sock = sock
+        self.client = client
+
+    def write(self, data: bytes) -> None:
+        # Handshakes, tokens and pongs: a few hundred bytes into an empty
+        # socket buffer.
+        if self.sock.send(data) != len(data):
+            raise RuntimeError("short write")
+
+    def abort(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+        self.client.connection_lost(None)
 
 
 async def main() -> None:
