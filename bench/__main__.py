@@ -70,6 +70,18 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return user, system
 
 
+def machine_ticks() -> tuple[int, int]:
+    """CPU time the hypervisor gave other guests, and all CPU time (/proc/stat).
+
+    On a shared virtual machine, "steal" is time this machine's CPUs were
+    ready to run but did not: it slows everything measured, so it is reported.
+    """
+    fields = [
+        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ]
+    return fields[7], sum(fields[:8])
+
+
 def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 
@@ -318,6 +330,7 @@ def run_server(
     server = Server(kind, env, plan_path, channel, server_cpus, workers)
     clients = Clients(tokens, options.load_processes, load_cpus)
     result = {"connections": n}
+    steal_before, ticks_before = machine_ticks()
     try:
         time.sleep(0.5)
         rss_before = rss_bytes(server.process.pid)
@@ -413,6 +426,8 @@ def run_server(
         clients.start_connecting(server.port, n)
         result["storm_s"] = server.wait(lambda: server.count() == n, 120, "storm")
         clients.finish_connecting()
+        steal, ticks = machine_ticks()
+        result["steal_share"] = (steal - steal_before) / max(ticks - ticks_before, 1)
     finally:
         clients.stop()
         server.stop()
@@ -529,6 +544,10 @@ def table(results: dict, queries: dict, options) -> str:
             for r in (base, ws, floor)
         ]
         lines.append(f"| delivered/expected ({phase}) | {' | '.join(cells)} | | |")
+    steal = [r.get("steal_share") for r in (base, ws, floor)]
+    if None not in steal:
+        cells = [f"{share:.1%}" for share in steal]
+        lines.append(f"| CPU time stolen by the hypervisor | {' | '.join(cells)} | | |")
     load = max(
         r[p]["load_cpu_share"] for r in (base, ws, floor) for p in ("steady", "burst")
     )
@@ -601,6 +620,10 @@ def cores_table(results: dict, options) -> str:
             f"{r[phase]['delivered']:,}/{r[phase]['expected']:,}" for r in (one, many)
         ]
         lines.append(f"| delivered/expected ({phase}) | {' | '.join(cells)} | |")
+    steal = [r.get("steal_share") for r in (one, many)]
+    if None not in steal:
+        cells = [f"{share:.1%}" for share in steal]
+        lines.append(f"| CPU time stolen by the hypervisor | {' | '.join(cells)} | |")
     return "\n".join(lines) + "\n"
 
 
