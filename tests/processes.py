@@ -40,6 +40,15 @@ def wait_for(predicate, timeout: float, what: str, process=None) -> None:
     raise TimeoutError(f"{what}: not ready after {timeout} s")
 
 
+async def eventually(predicate, timeout: float, what: str) -> None:
+    """wait_for() for async tests: poll without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(predicate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not true after {timeout} s")
+        await asyncio.sleep(0.05)
+
+
 def http_status(url: str) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -169,8 +178,8 @@ class Sidecar:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def authentication_outcomes(self) -> int:
-        """Tokens the sidecar has decided on so far, whatever the result."""
+    def _metric(self, prefix: str) -> int:
+        """The sum of the samples whose line starts with ``prefix``."""
         port = self.env.get("WS_METRICS_PORT") or self.port
         with urllib.request.urlopen(
             f"http://127.0.0.1:{port}/metrics", timeout=5
@@ -179,7 +188,21 @@ class Sidecar:
         return sum(
             int(float(line.rsplit(" ", 1)[1]))
             for line in lines
-            if line.startswith("wsserver_authentications_total{")
+            if line.startswith(prefix)
+        )
+
+    def authentication_outcomes(self) -> int:
+        """Tokens the sidecar has decided on so far, whatever the result."""
+        return self._metric("wsserver_authentications_total{")
+
+    def connections(self) -> int:
+        """Open authenticated connections."""
+        return self._metric("wsserver_connections ")
+
+    async def until_connections(self, count: int, timeout: float = 10) -> None:
+        """Wait until exactly ``count`` connections are authenticated."""
+        await eventually(
+            lambda: self.connections() == count, timeout, f"{count} connections"
         )
 
     async def connect(self, token: str, timeout: float = 10) -> ClientConnection:

@@ -27,6 +27,7 @@ from processes import (
     ROOT,
     MainSite,
     Sidecar,
+    eventually,
     free_port,
     http_status,
     wait_for,
@@ -129,7 +130,9 @@ async def test_the_documented_nginx_configuration(site, nginx, tmp_path):
         # least_conn spreads the connections over both processes.
         token = site.token("admin")
         clients = [await authenticate(url, token) for _ in range(20)]
-        await asyncio.sleep(0.3)
+        await eventually(
+            lambda: sum(map(connections, sidecars)) == 20, 10, "20 connections"
+        )
         counts = [connections(sidecar) for sidecar in sidecars]
         assert sum(counts) == 20 and min(counts) >= 5, counts
 
@@ -154,7 +157,10 @@ async def test_the_documented_nginx_configuration(site, nginx, tmp_path):
         assert closes.count((1012, "server restarting")) == counts[0], closes
         assert closes.count(None) == counts[1], closes
         again = [await authenticate(url, token) for _ in range(3)]
-        await asyncio.sleep(0.3)  # authenticated before the event is published
+        # Authenticated before the event is published.
+        await eventually(
+            lambda: connections(sidecars[1]) == counts[1] + 3, 10, "reconnections"
+        )
         publish_like_the_publisher(
             bus, site.env["WSSERVER_CHANNEL"], {"content_type_id": 1, "n": 2}
         )

@@ -164,7 +164,7 @@ async def test_a_reconnection_storm_is_authenticated_in_batches_correctly(
     websockets = await asyncio.gather(*[authenticate(sidecar.url, t) for t in hellos])
     refused = await asyncio.gather(*[closed_with(ws) for ws in websockets[200:]])
     assert set(refused) == {(1011, "authentication failed")}
-    await asyncio.sleep(0.2)
+    await sidecar.until_connections(200)
     publish(site, {"content_type_id": 1, "to": "admin only"})
     for websocket in websockets[:100]:
         assert (await receive_event(websocket))["to"] == "admin only"
@@ -205,7 +205,7 @@ async def test_a_client_that_stops_reading_is_closed_and_others_are_not_delayed(
     slow = await RawClient.connect(sidecar.port, receive_buffer=4096)
     slow.send_text(tokens["admin"])
     reader = await authenticate(sidecar.url, tokens["admin"])
-    await asyncio.sleep(0.3)
+    await sidecar.until_connections(2)
 
     # More than the kernel's socket buffers absorb (a few MiB on loopback),
     # in steps that a reading client keeps up with.
@@ -244,7 +244,7 @@ async def test_a_redis_outage_drops_no_client_and_delivery_resumes(site, tmp_pat
         clients = await asyncio.gather(
             *[authenticate(sidecar.url, token) for _ in range(100)]
         )
-        await asyncio.sleep(0.2)
+        await sidecar.until_connections(100)
         bus.kill()
         wait_for(lambda: http_status(sidecar.http + "/readyz") == 503, 10, "not ready")
         with urllib.request.urlopen(sidecar.http + "/healthz") as response:
@@ -347,7 +347,7 @@ async def test_shutdown_closes_everyone_with_1012_even_clients_that_stopped_read
         readers += await asyncio.gather(
             *[authenticate(sidecar.url, token) for _ in range(100)]
         )
-    await asyncio.sleep(0.5)
+    await sidecar.until_connections(1000)
     # Fill the stalled clients' buffers (well under WS_MAX_BUFFER).
     body = "y" * 20_000
     for number in range(20):

@@ -17,7 +17,7 @@ from clients import (
     receive_event,
 )
 from faults import ThrowawayRedis
-from processes import PASSWORD, MainSite, Sidecar, free_port, wait_for
+from processes import PASSWORD, MainSite, Sidecar, eventually, free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from wsserver.config import ConfigError, load_config
@@ -211,7 +211,17 @@ async def test_each_worker_serves_its_own_metrics(site, tmp_path):
         clients = await asyncio.gather(
             *[authenticate(sidecar.url, token) for _ in range(12)]
         )
-        await asyncio.sleep(0.3)
+        await eventually(
+            lambda: (
+                sum(
+                    scrape(f"http://127.0.0.1:{p}/metrics")["wsserver_connections"]
+                    for p in (port, port + 1)
+                )
+                == 12
+            ),
+            10,
+            "12 connections",
+        )
         workers = [scrape(f"http://127.0.0.1:{p}/metrics") for p in (port, port + 1)]
         assert sum(w["wsserver_connections"] for w in workers) == 12
         assert [w["wsserver_bus_subscribed"] for w in workers] == [1, 1]

@@ -57,12 +57,10 @@ def bus(site):
 
 
 async def resume(sidecar: Sidecar, token: str, last_event_id: str | None):
-    websocket = await connect(sidecar.url, open_timeout=10)
     hello = {"token": token}
     if last_event_id is not None:
         hello["last_event_id"] = last_event_id
-    await websocket.send(json.dumps(hello))
-    return websocket
+    return await sidecar.connect(json.dumps(hello))
 
 
 async def test_resume_on_another_process_delivers_exactly_the_missed_permitted_events(
@@ -167,7 +165,6 @@ async def test_events_published_straight_to_the_channel_are_delivered_live(
     site, sidecars, bus
 ):
     websocket = await resume(sidecars[0], site.token("admin"), None)
-    await asyncio.sleep(0.1)
     bus.publish(site.env["WSSERVER_CHANNEL"], json.dumps({"content_type_id": 3}))
     assert await receive_event(websocket) == {"content_type_id": 3}
     await websocket.close()

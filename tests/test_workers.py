@@ -11,7 +11,7 @@ import sys
 import pytest
 import redis
 from clients import authenticate, receive_event
-from processes import MainSite, Sidecar
+from processes import MainSite, Sidecar, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,11 @@ async def test_two_workers_share_the_port_and_both_deliver(redis_url, tmp_path):
         clients = await asyncio.gather(
             *[authenticate(sidecar.url, token) for _ in range(40)]
         )
-        await asyncio.sleep(0.3)
+        await eventually(
+            lambda: sidecar.log().count(" opened for user ") == 40,
+            10,
+            "40 connections authenticated",
+        )
         redis.Redis.from_url(redis_url).publish(
             site.env["WSSERVER_CHANNEL"], json.dumps({"content_type_id": 1, "n": 1})
         )
