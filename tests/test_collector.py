@@ -131,11 +131,7 @@ async def test_closed_connections_are_collected_and_open_ones_frozen(
             websockets = await asyncio.gather(
                 *[authenticate(sidecar.url, token) for _ in range(300)]
             )
-            wait_for(
-                lambda: metrics(sidecar)["wsserver_connections"] == 300,
-                10,
-                "connections",
-            )
+            await sidecar.until_connections(300)
             frozen = metrics(sidecar)["wsserver_gc_frozen_objects"]
             # Most of each connection's objects are skipped by collections.
             assert frozen > at_rest + 300 * 30

@@ -15,8 +15,6 @@ import re
 import shutil
 import signal
 import subprocess
-import urllib.error
-import urllib.request
 
 import pytest
 import redis
@@ -32,7 +30,6 @@ from processes import (
     http_status,
     wait_for,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.e2e
 
@@ -102,17 +99,6 @@ def nginx(tmp_path):
         process.wait(10)
 
 
-def connections(sidecar: Sidecar) -> float:
-    with urllib.request.urlopen(sidecar.http + "/metrics") as response:
-        text = response.read().decode()
-    [family] = [
-        f
-        for f in text_string_to_metric_families(text)
-        if f.name == "wsserver_connections"
-    ]
-    return family.samples[0].value
-
-
 async def close_or_none(websocket) -> tuple[int, str] | None:
     try:
         return await closed_with(websocket, timeout=2)
@@ -131,9 +117,11 @@ async def test_the_documented_nginx_configuration(site, nginx, tmp_path):
         token = site.token("admin")
         clients = [await authenticate(url, token) for _ in range(20)]
         await eventually(
-            lambda: sum(map(connections, sidecars)) == 20, 10, "20 connections"
+            lambda: sum(sidecar.connections() for sidecar in sidecars) == 20,
+            10,
+            "20 connections",
         )
-        counts = [connections(sidecar) for sidecar in sidecars]
+        counts = [sidecar.connections() for sidecar in sidecars]
         assert sum(counts) == 20 and min(counts) >= 5, counts
 
         # Events flow through the proxy to every client.
@@ -158,9 +146,7 @@ async def test_the_documented_nginx_configuration(site, nginx, tmp_path):
         assert closes.count(None) == counts[1], closes
         again = [await authenticate(url, token) for _ in range(3)]
         # Authenticated before the event is published.
-        await eventually(
-            lambda: connections(sidecars[1]) == counts[1] + 3, 10, "reconnections"
-        )
+        await sidecars[1].until_connections(counts[1] + 3)
         publish_like_the_publisher(
             bus, site.env["WSSERVER_CHANNEL"], {"content_type_id": 1, "n": 2}
         )

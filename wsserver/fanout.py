@@ -117,7 +117,8 @@ class Fanout:
             max_buffer = self.max_buffer
             slow = []
             deliveries = 0
-            for connection in list(self._recipients(event)):
+            # No copy: nothing changes the router until the loop is done.
+            for connection in self._recipients(event):
                 if connection.protocol.state is OPEN:
                     transport = connection.transport
                     transport.write(frame)
