@@ -7,7 +7,6 @@ is tested. The sidecar logs at DEBUG level while tokens succeed and fail.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import uuid
@@ -15,7 +14,7 @@ import uuid
 import psycopg
 import pytest
 from browser import Browser
-from clients import assert_no_event, authenticate, closed_with, receive_event
+from clients import assert_no_event, closed_with, receive_event
 from processes import PASSWORD, ROOT, SECRET_KEY, MainSite, Sidecar
 
 pytestmark = pytest.mark.e2e
@@ -118,8 +117,7 @@ async def test_no_secret_in_any_log_line(site, sidecar):
     expired = site.token("alice", SESAME_MAX_AGE="1")  # still valid here: 30 s
     tampered = good[:-3] + "AAA"
     for token in [good, good, tampered, "garbage-token-value", expired]:
-        websocket = await authenticate(sidecar.url, token)
-        await asyncio.sleep(0.1)
+        websocket = await sidecar.connect(token)  # decided on, so logged
         await websocket.close()
     log = sidecar.log()
     assert "DEBUG" in log  # the level really was DEBUG
