@@ -314,6 +314,30 @@ def cpu_split(options) -> tuple[set[int] | None, set[int] | None]:
     return {cpus[0]}, set(cpus[1:])
 
 
+LOOPBACK_RPS_CPUS = Path("/sys/class/net/lo/queues/rx-0/rps_cpus")
+
+
+@contextlib.contextmanager
+def loopback_receive_on(cpus: set[int] | None):
+    """Loopback's receive processing on these CPUs (RPS), as it was afterwards.
+
+    Over loopback a send() also runs, on the sender's CPU, the receiving side's
+    TCP work, and the sender later processes the receiver's ACKs the same way.
+    Steering all of it to the load generator's CPUs shows what a delivery
+    costs the server without it (ACK processing included, which a server on
+    its own machine would do itself). Needs root.
+    """
+    if cpus is None:
+        yield
+        return
+    previous = LOOPBACK_RPS_CPUS.read_text().strip()
+    LOOPBACK_RPS_CPUS.write_text(format(sum(1 << cpu for cpu in cpus), "x"))
+    try:
+        yield
+    finally:
+        LOOPBACK_RPS_CPUS.write_text(previous)
+
+
 def run_server(
     kind, env, plan, plan_path, options, workers: int = 1, pinned: bool = True
 ) -> dict:
@@ -566,10 +590,15 @@ def placement(options) -> str:
     server_cpus, load_cpus = cpu_split(options)
     if server_cpus is None:
         return "Servers and load generator share every CPU."
+    load = ", ".join(map(str, sorted(load_cpus)))
+    steered = (
+        f" Loopback's receive processing steered to CPU {load} (RPS)."
+        if options.receive_on_load_cpus
+        else ""
+    )
     return (
         f"Each server pinned to CPU {min(server_cpus)}, the load generator "
-        f"({options.load_processes} process) to CPU "
-        f"{', '.join(map(str, sorted(load_cpus)))}."
+        f"({options.load_processes} process) to CPU {load}.{steered}"
     )
 
 
@@ -646,6 +675,12 @@ def main() -> None:
         action="store_true",
         help="let the server and the load share every CPU",
     )
+    parser.add_argument(
+        "--receive-on-load-cpus",
+        action="store_true",
+        help="steer loopback's receive processing to the load generator's CPUs "
+        "(RPS; needs root) while the pinned servers run: see docs/benchmarks.md",
+    )
     parser.add_argument("--concurrency", type=int, default=500)
     parser.add_argument("--servers", default="baseline,wsserver,floor")
     parser.add_argument(
@@ -657,6 +692,13 @@ def main() -> None:
     options = parser.parse_args()
     if options.quick:
         options.clients, options.seconds = 1000, 5.0
+    steer_to = None
+    if options.receive_on_load_cpus:
+        steer_to = cpu_split(options)[1]
+        if steer_to is None:
+            parser.error("--receive-on-load-cpus needs pinning and 2 CPUs or more")
+        if not os.access(LOOPBACK_RPS_CPUS, os.W_OK):
+            parser.error(f"--receive-on-load-cpus needs root: {LOOPBACK_RPS_CPUS}")
 
     env = {
         **os.environ,
@@ -696,8 +738,9 @@ def main() -> None:
             ).stdout
         )
         results = {}
-        for kind in options.servers.split(","):
-            results[kind] = run_server(kind, env, plan, plan_path, options)
+        with loopback_receive_on(steer_to):
+            for kind in options.servers.split(","):
+                results[kind] = run_server(kind, env, plan, plan_path, options)
         if options.workers > 1 and "wsserver" in results:
             # All cores: one process against WS_WORKERS, every process free
             # to run on any CPU (the load generator's included).

@@ -51,3 +51,27 @@ def test_the_benchmark_runs_every_server_and_delivers_everything(tmp_path):
     table = (tmp_path / "latest.md").read_text()
     assert "| KiB RSS per idle connection |" in table
     assert "WS_WORKERS=2" in table
+
+
+def test_loopback_steering_is_undone_whatever_happens(tmp_path, monkeypatch):
+    from bench import __main__ as bench
+
+    rps_cpus = tmp_path / "rps_cpus"
+    rps_cpus.write_text("0\n")
+    monkeypatch.setattr(bench, "LOOPBACK_RPS_CPUS", rps_cpus)
+    with pytest.raises(RuntimeError), bench.loopback_receive_on({1, 3}):
+        assert rps_cpus.read_text() == "a"  # CPUs 1 and 3
+        raise RuntimeError
+    assert rps_cpus.read_text() == "0"
+
+
+def test_steering_without_pinning_is_refused_before_anything_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--receive-on-load-cpus", "--no-pin"],
+        cwd=ROOT,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "--receive-on-load-cpus needs pinning" in result.stderr

@@ -95,12 +95,16 @@ class Collector:
         self.freezes = 0
         self.collections = 0
         self.collection_seconds = 0.0
+        # Objects collections skip, as counted at start-up and after each
+        # full collection (those frozen since are not counted yet).
+        self.frozen_objects = 0
         self._due: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         """Freeze what start-up left: modules, settings, the user model."""
         gc.collect()
         self.freeze()
+        self.frozen_objects = gc.get_freeze_count()
 
     def opened(self) -> None:
         if self.schedule.opened():
@@ -130,12 +134,11 @@ class Collector:
         gc.unfreeze()
         found = gc.collect()
         gc.freeze()
+        # Counting walks every frozen object: only here, where the collection
+        # has just walked them all anyway, never when metrics are scraped.
+        self.frozen_objects = gc.get_freeze_count()
         elapsed = time.perf_counter() - started
         self.schedule.collected()
         self.collections += 1
         self.collection_seconds += elapsed
         logger.debug("Full collection: %d objects freed in %.3f s", found, elapsed)
-
-    @staticmethod
-    def frozen_objects() -> int:
-        return gc.get_freeze_count()

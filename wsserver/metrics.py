@@ -129,8 +129,10 @@ class _SidecarCollector(Collector):
         )
         yield GaugeMetricFamily(
             "wsserver_gc_frozen_objects",
-            "Objects the garbage collector skips: those of long-lived connections.",
-            value=collector.frozen_objects(),
+            "Objects the garbage collector skips (those of long-lived "
+            "connections), counted after the last full collection: counting "
+            "walks them all.",
+            value=collector.frozen_objects,
         )
         yield GaugeMetricFamily(
             "wsserver_bus_subscribed",

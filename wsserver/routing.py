@@ -9,6 +9,7 @@ not to the number of open connections.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Generic, TypeVar
 
@@ -81,8 +82,10 @@ class Router(Generic[C]):
 
     def recipients(self, content_type_id: int) -> Iterator[C]:
         """The connections that may see an event of this content type."""
-        yield from self._everything
-        yield from self._by_content_type.get(content_type_id, ())
+        # chain() rather than a generator: this runs once per delivery.
+        return itertools.chain(
+            self._everything, self._by_content_type.get(content_type_id, ())
+        )
 
     def count_recipients(self, content_type_id: int) -> int:
         return len(self._everything) + len(
