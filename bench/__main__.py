@@ -764,9 +764,10 @@ def main() -> None:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    command = "make bench" if not options.quick else "make bench ARGS=--quick"
+    arguments = " ".join(sys.argv[1:])
+    command = f"make bench ARGS='{arguments}'" if arguments else "make bench"
     report = (
-        f"Command: `{command}` ({' '.join(sys.argv[1:]) or 'defaults'}); "
+        f"Command: `{command}`{'' if arguments else ' (defaults)'}; "
         f"{options.clients:,} clients, {options.rate:g} events/s for "
         f"{options.seconds:g} s, bursts of {options.burst}; "
         f"{datetime.date.today().isoformat()}; {os.cpu_count()} cores ({cpu}); "
