@@ -177,3 +177,24 @@ def test_an_unreachable_database_is_explained(redis_url):
     assert problem.startswith("PROBLEM database: cannot query")
     assert "Fix: check DATABASE_URL" in problem
     assert "secret" not in result.stdout  # the password is masked
+
+
+# The command line: pure parsing, no process
+
+
+@pytest.mark.parametrize("token", ["-DE6pTg9TD6vjbtTQlB50w", "--x", "plain"])
+def test_a_token_may_start_with_a_dash(token):
+    # django-sesame tokens are base64url: with UUID keys, 1 in 64 starts with "-".
+    from wsserver.__main__ import parse_args
+
+    assert parse_args(["check", "--token", token]).token == token
+    assert parse_args(["check", f"--token={token}"]).token == token
+
+
+def test_a_token_without_a_value_is_refused(capsys):
+    from wsserver.__main__ import parse_args
+
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["check", "--token"])
+    assert exited.value.code == 2
+    assert "--token: expected one argument" in capsys.readouterr().err

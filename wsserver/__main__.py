@@ -66,10 +66,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with check: say whether this token verifies here, for whom, "
         "and which models' events that user would receive",
     )
-    arguments = parser.parse_args(argv)
+    arguments = parser.parse_args(_token_joined(sys.argv[1:] if argv is None else argv))
     if arguments.token is not None and arguments.command != "check":
         parser.error("--token goes with check: python -m wsserver check --token TOKEN")
     return arguments
+
+
+def _token_joined(argv: list[str]) -> list[str]:
+    """``--token X`` as ``--token=X``: a token may start with "-" (base64url),
+    which argparse would take for an option."""
+    joined = []
+    arguments = iter(argv)
+    for argument in arguments:
+        if argument == "--token":
+            value = next(arguments, None)
+            joined.append(argument if value is None else f"--token={value}")
+        else:
+            joined.append(argument)
+    return joined
 
 
 def setup_django() -> None:
