@@ -147,7 +147,7 @@ async def test_closed_connections_are_collected_and_open_ones_frozen(
         assert at_rest > 10_000  # start-up's modules, settings, user model
 
         async def open_and_close_300(times: int, already_open: int = 0) -> None:
-            # 1,200 closures: over the collection minimum (1,000).
+            # 300 closures a round; a collection needs 1,000 (the minimum).
             for _round in range(times):
                 websockets = await asyncio.gather(
                     *[authenticate(sidecar.url, token) for _ in range(300)]

@@ -82,7 +82,7 @@ class Router(Generic[C]):
 
     def recipients(self, content_type_id: int) -> Iterator[C]:
         """The connections that may see an event of this content type."""
-        # chain() rather than a generator: this runs once per delivery.
+        # chain() iterates in C; a generator would resume once per delivery.
         return itertools.chain(
             self._everything, self._by_content_type.get(content_type_id, ())
         )
