@@ -145,8 +145,8 @@ class Server:
         self.kind = kind
         self.port = free_port()
         self.channel = channel
-        # With WS_WORKERS each worker serves its metrics on its own port.
-        self.metrics_ports = free_ports(workers) if workers > 1 else [self.port]
+        # Each worker serves its metrics on its own port (never on WS_PORT).
+        self.metrics_ports = free_ports(workers) if kind == "wsserver" else []
         python = sys.executable
         if kind == "wsserver":
             command = [python, "-m", "wsserver"]
@@ -160,9 +160,13 @@ class Server:
                 "WS_MAX_CONNECTIONS": "50000",
                 "WS_ALLOWED_ORIGINS": "http://bench.invalid",
                 "WS_WORKERS": str(workers),
+                "WS_METRICS_PORT": str(self.metrics_ports[0]),
+                # Every client comes from loopback, all at once in the
+                # reconnection storm: the limits on connections still
+                # authenticating would throttle what is measured.
+                "WS_MAX_AUTHENTICATING": "100%",
+                "WS_MAX_AUTHENTICATING_PER_ADDRESS": "0",
             }
-            if workers > 1:
-                env["WS_METRICS_PORT"] = str(self.metrics_ports[0])
         elif kind == "baseline":
             command = [python, "bench/baseline.py", str(self.port), channel]
             env = {**env, "DJANGO_SETTINGS_MODULE": "settings_auth"}

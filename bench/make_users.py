@@ -23,7 +23,8 @@ django.setup()
 from django.contrib.auth.hashers import make_password  # noqa: E402
 from django.contrib.auth.models import Permission, User  # noqa: E402
 from django.contrib.contenttypes.models import ContentType  # noqa: E402
-from sesame.utils import get_token  # noqa: E402
+
+from wsserver.publisher.tokens import token_for  # noqa: E402
 
 
 def main(count: int, output: str) -> None:
@@ -50,7 +51,7 @@ def main(count: int, output: str) -> None:
             rows.append(Through(user_id=user.pk, permission_id=permissions[model].pk))
         plan.append(
             {
-                "token": get_token(user),
+                "token": token_for(user),
                 "content_type_id": content_types[model].pk if model else None,
             }
         )

@@ -139,11 +139,13 @@ class Sidecar:
             "WS_HOST": "127.0.0.1",
             "WS_PORT": str(self.port),
             "WS_ALLOWED_ORIGINS": "",
+            "WS_METRICS_PORT": str(free_port()),
             **env,
         }
         self.env.pop("DJANGO_SETTINGS_MODULE", None)
         self.url = f"ws://127.0.0.1:{self.port}/"
         self.http = f"http://127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{self.env['WS_METRICS_PORT']}/metrics"
         self.log_path = tmp_path / f"sidecar-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
@@ -180,10 +182,7 @@ class Sidecar:
 
     def _metric(self, prefix: str) -> int:
         """The sum of the samples whose line starts with ``prefix``."""
-        port = self.env.get("WS_METRICS_PORT") or self.port
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{port}/metrics", timeout=5
-        ) as response:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
             lines = response.read().decode().splitlines()
         return sum(
             int(float(line.rsplit(" ", 1)[1]))

@@ -123,7 +123,7 @@ async def test_a_due_collection_runs_once_shortly_after(unfrozen):
 
 
 def metrics(sidecar: Sidecar) -> dict[str, float]:
-    with urllib.request.urlopen(sidecar.http + "/metrics", timeout=5) as response:
+    with urllib.request.urlopen(sidecar.metrics_url, timeout=5) as response:
         text = response.read().decode()
     return {
         sample.name: sample.value

@@ -2,8 +2,9 @@
 
 import pytest
 
-from wsserver.config import SETTINGS, ConfigError, load_config, mask_url
+from wsserver.config import SETTINGS, ConfigError, load_config
 from wsserver.djangosettings import django_settings, read_only_database
+from wsserver.logs import mask_url
 
 BASE = {"SECRET_KEY": "s3cret"}
 
@@ -14,7 +15,7 @@ def test_defaults():
     assert config.port == 8888
     assert config.redis_url == "redis://127.0.0.1:6379/1"
     assert config.channel == "events"
-    assert config.sesame_scope == ""
+    assert config.sesame_scope == "wsserver"
     assert config.sesame["SESAME_MAX_AGE"] == 30
     assert config.sesame["SESAME_ONE_TIME"] is False
     assert config.database["ENGINE"] == "django.db.backends.sqlite3"

@@ -181,7 +181,7 @@ async def test_a_reconnection_storm_is_authenticated_in_batches_correctly(
     for websocket in websockets[100:200]:
         assert websocket.close_code is None
         await assert_no_event(websocket, 0.01)
-    with urllib.request.urlopen(sidecar.http + "/metrics") as response:
+    with urllib.request.urlopen(sidecar.metrics_url) as response:
         metrics = response.read().decode()
     [queries] = [
         float(line.split()[1])
@@ -231,7 +231,7 @@ async def test_a_client_that_stops_reading_is_closed_and_others_are_not_delayed(
     data = await slow.read_until_closed(timeout=15)
     assert close_code(data) in (1013, None)
     assert "client too slow" in sidecar.log()
-    with urllib.request.urlopen(sidecar.http + "/metrics") as response:
+    with urllib.request.urlopen(sidecar.metrics_url) as response:
         assert b"wsserver_slow_client_closes_total 1.0" in response.read()
     assert reader.close_code is None
     await reader.close()

@@ -17,7 +17,15 @@ from clients import (
     receive_event,
 )
 from faults import ThrowawayRedis
-from processes import PASSWORD, MainSite, Sidecar, eventually, free_port, wait_for
+from processes import (
+    PASSWORD,
+    MainSite,
+    Sidecar,
+    eventually,
+    free_port,
+    http_status,
+    wait_for,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from wsserver.config import ConfigError, load_config
@@ -128,7 +136,7 @@ async def test_metrics_after_real_traffic(site, tmp_path):
     sidecar = Sidecar.for_site(site, tmp_path).start()
     try:
         admin = await traffic(site, sidecar)
-        metrics = scrape(sidecar.http + "/metrics")
+        metrics = scrape(sidecar.metrics_url)
         assert metrics["wsserver_connections"] == 1  # bob left
         assert metrics["wsserver_authentications_total{result=success}"] == 2
         assert metrics["wsserver_authentications_total{result=failure}"] == 1
@@ -153,8 +161,8 @@ async def test_metrics_on_a_port_of_their_own_and_json_logs(site, tmp_path):
         admin = await traffic(site, sidecar)
         metrics = scrape(f"http://127.0.0.1:{port}/metrics")
         assert metrics["wsserver_deliveries_total"] == 4
-        with pytest.raises(urllib.error.URLError):  # not on the WebSocket port
-            urllib.request.urlopen(sidecar.http + "/metrics")
+        # Never on the public WebSocket port.
+        assert http_status(sidecar.http + "/metrics") != 200
         await admin.close()
     finally:
         assert sidecar.stop() == 0
@@ -169,7 +177,7 @@ async def test_metrics_on_a_port_of_their_own_and_json_logs(site, tmp_path):
 async def test_bus_reconnects_are_counted(site, tmp_path):
     bus = ThrowawayRedis().start()
     sidecar = Sidecar.for_site(site, tmp_path, REDIS_URL=bus.url).start()
-    metrics_url = sidecar.http + "/metrics"
+    metrics_url = sidecar.metrics_url
     try:
         before = scrape(metrics_url)
         assert before["wsserver_bus_subscribed"] == 1

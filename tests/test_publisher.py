@@ -197,9 +197,16 @@ def test_redis_down_the_admin_still_works_and_the_failure_is_logged(
     assert nobody in record.getMessage()
 
 
+# As on a site that also logs users in with django-sesame's links.
+SESAME_LOGIN = [
+    "django.contrib.auth.backends.ModelBackend",
+    "sesame.backends.ModelBackend",
+]
+
+
 def test_the_token_view(django_site, admin_client):
     from django.contrib.auth import get_user_model
-    from django.test import Client
+    from django.test import Client, override_settings
     from sesame.utils import get_user
 
     anonymous = Client().get("/wsserver/token/")
@@ -210,7 +217,12 @@ def test_the_token_view(django_site, admin_client):
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     token = response.json()["token"]
-    assert get_user(token) == get_user_model().objects.get(username="admin")
+    admin = get_user_model().objects.get(username="admin")
+    with override_settings(AUTHENTICATION_BACKENDS=SESAME_LOGIN):
+        assert get_user(token, scope="wsserver") == admin
+        # Not a login link for the site: django-sesame's login middleware and
+        # view accept tokens of the default scope only.
+        assert get_user(token) is None
     assert admin_client.post("/wsserver/token/").status_code == 405
 
 
@@ -220,22 +232,26 @@ def test_the_token_view_uses_the_configured_scope(django_site, admin_client):
 
     with override_settings(WSSERVER_SESAME_SCOPE="notifications"):
         token = admin_client.get("/wsserver/token/").json()["token"]
-    assert get_user(token) is None
-    assert get_user(token, scope="notifications").username == "admin"
+    with override_settings(AUTHENTICATION_BACKENDS=SESAME_LOGIN):
+        assert get_user(token) is None
+        assert get_user(token, scope="wsserver") is None
+        assert get_user(token, scope="notifications").username == "admin"
 
 
 def test_the_template_tag(django_site):
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import AnonymousUser
     from django.template import Context, Template
-    from django.test import RequestFactory
+    from django.test import RequestFactory, override_settings
     from sesame.utils import get_user
 
     template = Template("{% load wsserver %}[{% wsserver_token %}]")
     request = RequestFactory().get("/")
     request.user = get_user_model().objects.get(username="alice")
     token = template.render(Context({"request": request}))[1:-1]
-    assert get_user(token) == request.user
+    with override_settings(AUTHENTICATION_BACKENDS=SESAME_LOGIN):
+        assert get_user(token, scope="wsserver") == request.user
+        assert get_user(token) is None
 
     request.user = AnonymousUser()
     assert template.render(Context({"request": request})) == "[]"

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .config import mask_url
+from .logs import mask_url
 
 __all__ = ["Subscriber", "backoff_delays"]
 

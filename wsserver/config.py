@@ -9,10 +9,13 @@ reporting every problem at once, each naming the variable and what was wrong.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from .logs import mask_url
 
 __all__ = [
     "SETTINGS",
@@ -22,7 +25,6 @@ __all__ = [
     "UserModel",
     "get_config",
     "load_config",
-    "mask_url",
 ]
 
 
@@ -44,6 +46,14 @@ class Setting:
     parse: Callable[[str], Any]
     secret: bool = False
     group: str = "Sidecar"
+    # Where the value goes in Config: a field, or "part.key" for a value that
+    # is part of one (the user model, the django-sesame settings). Empty: the
+    # variable's name in lower case, without "WS_".
+    field: str = ""
+
+    @property
+    def target(self) -> str:
+        return self.field or self.name.removeprefix("WS_").lower()
 
 
 # Parsers. Each takes the raw string and raises ValueError with a message that
@@ -125,6 +135,43 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+@dataclasses.dataclass(frozen=True)
+class Share:
+    """A part of another setting's value, e.g. "25%" of WS_MAX_CONNECTIONS."""
+
+    fraction: float
+
+    def of(self, total: int) -> int:
+        return max(1, int(total * self.fraction))
+
+
+def _number_or_share(value: str) -> int | Share:
+    text = value.strip()
+    if text.endswith("%"):
+        try:
+            percent = float(text[:-1])
+        except ValueError:
+            raise ValueError(
+                f"expected a number or a percentage, got {value!r}"
+            ) from None
+        if not 0 < percent <= 100:
+            raise ValueError(f"expected a percentage from 0 to 100, got {value!r}")
+        return Share(percent / 100)
+    return _integer(1)(text)
+
+
+def _networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for item in _list(value):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"expected IP addresses or networks like 10.0.0.0/8, got {item!r}"
+            ) from None
+    return tuple(networks)
+
+
 def _database_url(value: str) -> dict[str, Any]:
     import dj_database_url
 
@@ -179,6 +226,7 @@ SETTINGS: tuple[Setting, ...] = (
         _database_url,
         secret=True,
         group="Shared with the main site",
+        field="database",
     ),
     Setting(
         "SECRET_KEY",
@@ -215,7 +263,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "WS_SESAME_SCOPE",
-        "",
+        "wsserver",
         "The django-sesame scope tokens are made for (the main site's "
         "WSSERVER_SESAME_SCOPE). A token of another scope is refused.",
         _text,
@@ -238,6 +286,7 @@ SETTINGS: tuple[Setting, ...] = (
         "must match the main site; the number itself is the sidecar's to choose.",
         _max_age,
         group="django-sesame (must match the main site)",
+        field="sesame.SESAME_MAX_AGE",
     ),
     Setting(
         "SESAME_KEY",
@@ -246,6 +295,7 @@ SETTINGS: tuple[Setting, ...] = (
         _text,
         secret=True,
         group="django-sesame (must match the main site)",
+        field="sesame.SESAME_KEY",
     ),
     Setting(
         "SESAME_SIGNATURE_SIZE",
@@ -253,13 +303,15 @@ SETTINGS: tuple[Setting, ...] = (
         "The main site's SESAME_SIGNATURE_SIZE, in bytes.",
         _integer(1, 64),
         group="django-sesame (must match the main site)",
+        field="sesame.SESAME_SIGNATURE_SIZE",
     ),
     Setting(
         "SESAME_PACKER",
         "",
         "The main site's SESAME_PACKER (a dotted path), if it sets one.",
-        _text,
+        lambda value: value or None,
         group="django-sesame (must match the main site)",
+        field="sesame.SESAME_PACKER",
     ),
     Setting(
         "SESAME_PRIMARY_KEY_FIELD",
@@ -267,6 +319,7 @@ SETTINGS: tuple[Setting, ...] = (
         "The main site's SESAME_PRIMARY_KEY_FIELD.",
         _required_text,
         group="django-sesame (must match the main site)",
+        field="sesame.SESAME_PRIMARY_KEY_FIELD",
     ),
     Setting(
         "SESAME_INVALIDATE_ON_PASSWORD_CHANGE",
@@ -274,6 +327,7 @@ SETTINGS: tuple[Setting, ...] = (
         "The main site's SESAME_INVALIDATE_ON_PASSWORD_CHANGE.",
         _bool,
         group="django-sesame (must match the main site)",
+        field="sesame.SESAME_INVALIDATE_ON_PASSWORD_CHANGE",
     ),
     Setting(
         "SESAME_INVALIDATE_ON_EMAIL_CHANGE",
@@ -281,6 +335,7 @@ SETTINGS: tuple[Setting, ...] = (
         "The main site's SESAME_INVALIDATE_ON_EMAIL_CHANGE.",
         _bool,
         group="django-sesame (must match the main site)",
+        field="sesame.SESAME_INVALIDATE_ON_EMAIL_CHANGE",
     ),
     Setting(
         "SESAME_ONE_TIME",
@@ -289,6 +344,7 @@ SETTINGS: tuple[Setting, ...] = (
         "last_login to the shared database.",
         _one_time,
         group="django-sesame (must match the main site)",
+        field="sesame.SESAME_ONE_TIME",
     ),
     # The main site's user model.
     Setting(
@@ -298,6 +354,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Empty: the main site uses django.contrib.auth's User.",
         lambda value: _identifier(value) if value else "",
         group="Custom user model",
+        field="user_model.table",
     ),
     Setting(
         "WS_USER_PK",
@@ -307,6 +364,7 @@ SETTINGS: tuple[Setting, ...] = (
         "rejects every token.",
         _choice("int", "bigint", "uuid"),
         group="Custom user model",
+        field="user_model.pk_type",
     ),
     Setting(
         "WS_USERNAME_FIELD",
@@ -314,6 +372,7 @@ SETTINGS: tuple[Setting, ...] = (
         "The custom user model's USERNAME_FIELD (e.g. email).",
         _identifier,
         group="Custom user model",
+        field="user_model.username_field",
     ),
     Setting(
         "WS_USER_EMAIL_FIELD",
@@ -322,6 +381,7 @@ SETTINGS: tuple[Setting, ...] = (
         "SESAME_INVALIDATE_ON_EMAIL_CHANGE is true.",
         _identifier,
         group="Custom user model",
+        field="user_model.email_field",
     ),
     Setting(
         "WS_USER_MODEL_NAME",
@@ -330,6 +390,7 @@ SETTINGS: tuple[Setting, ...] = (
         "of its groups and user_permissions tables after it (<name>_id).",
         _class_name,
         group="Custom user model",
+        field="user_model.class_name",
     ),
     # The sidecar itself.
     Setting("WS_HOST", "localhost", "Interface to listen on.", _required_text),
@@ -339,7 +400,9 @@ SETTINGS: tuple[Setting, ...] = (
         "none",
         "permessage-deflate for server-to-client frames: none or deflate. "
         "Compression costs memory and CPU per connection for small JSON events.",
-        _choice("none", "deflate"),
+        lambda value: (
+            None if _choice("none", "deflate")(value) == "none" else "deflate"
+        ),
     ),
     Setting(
         "WS_AUTH_TIMEOUT",
@@ -436,15 +499,93 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "WS_METRICS_PORT",
         "0",
-        "Port for GET /metrics (Prometheus) on WS_HOST; 0 serves it on "
-        "WS_PORT, beside /healthz and /readyz. With WS_WORKERS, worker n "
-        "(from 0) serves its own on WS_METRICS_PORT + n.",
+        "Port for GET /metrics (Prometheus), served on WS_METRICS_HOST, never "
+        "on WS_PORT; 0: no metrics. With WS_WORKERS, worker n (from 0) serves "
+        "its own on WS_METRICS_PORT + n.",
         _integer(0, 65535),
+    ),
+    Setting(
+        "WS_METRICS_HOST",
+        "127.0.0.1",
+        "Interface for WS_METRICS_PORT: loopback by default, so that metrics are "
+        "not public; e.g. 0.0.0.0 for a Prometheus on another host, behind a "
+        "firewall.",
+        _required_text,
+    ),
+    # Limits against abuse.
+    Setting(
+        "WS_MAX_AUTHENTICATING",
+        "25%",
+        "Connections still authenticating (handshake done, no token decided "
+        "yet) per process, as a number or a percentage of WS_MAX_CONNECTIONS; "
+        "further handshakes get HTTP 503, so that unauthenticated sockets can "
+        "never take every slot.",
+        _number_or_share,
+        group="Limits",
+    ),
+    Setting(
+        "WS_MAX_AUTHENTICATING_PER_ADDRESS",
+        "50",
+        "Connections still authenticating per client address (an IPv4 address, "
+        "or an IPv6 /64) per process; further handshakes get HTTP 503. 0: no "
+        "limit. Behind a proxy, set WS_TRUSTED_PROXIES, or 0 and limit at the "
+        "proxy.",
+        _integer(0),
+        group="Limits",
+    ),
+    Setting(
+        "WS_TRUSTED_PROXIES",
+        "",
+        "Comma-separated addresses or networks (e.g. 127.0.0.1, 10.0.0.0/8) of "
+        "proxies whose X-Forwarded-For header names the client. Empty: the "
+        "header is ignored and the peer's address is the client's.",
+        _networks,
+        group="Limits",
+    ),
+    Setting(
+        "WS_MAX_REPLAYS",
+        "20",
+        "Resumes replaying history at once per process; others wait their turn "
+        "(within WS_REPLAY_TIMEOUT).",
+        _integer(1),
+        group="Limits",
+    ),
+    Setting(
+        "WS_MAX_REPLAYS_PER_USER",
+        "2",
+        "Resumes replaying history at once per user per process; others wait "
+        "their turn (within WS_REPLAY_TIMEOUT).",
+        _integer(1),
+        group="Limits",
+    ),
+    Setting(
+        "WS_REPLAY_TIMEOUT",
+        "30",
+        "Seconds a resume may take, waiting for its turn and sending the missed "
+        "events; a client that has not taken them by then is closed with 1013.",
+        _seconds,
+        group="Limits",
+    ),
+    Setting(
+        "WS_RECHECK_INTERVAL",
+        "300",
+        "Seconds between rechecks of every connected user's access, batched, "
+        "which catch changes that sent no message (QuerySet.update(), raw SQL, "
+        "a missed message); 'none' disables them.",
+        _optional_seconds,
+        group="Limits",
+    ),
+    Setting(
+        "WS_MAX_CONNECTION_AGE",
+        "none",
+        "Seconds after which a connection is closed (1000 'connection expired') "
+        "so that its client authenticates again; 'none': no limit.",
+        _optional_seconds,
+        group="Limits",
     ),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
-SESAME_SETTINGS = tuple(name for name in _BY_NAME if name.startswith("SESAME_"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -464,7 +605,7 @@ class UserModel:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """The validated configuration. Field names follow the variables."""
+    """The validated configuration: one field per setting (see Setting.target)."""
 
     # Secrets stay out of repr() so that a logged Config leaks nothing.
     database: dict[str, Any] = dataclasses.field(repr=False)
@@ -474,6 +615,7 @@ class Config:
     channel: str
     sesame_scope: str
     history_size: int
+    # The SESAME_* settings, passed to Django's settings as they are.
     sesame: dict[str, Any] = dataclasses.field(repr=False)
     user_model: UserModel
     host: str
@@ -491,9 +633,18 @@ class Config:
     db_threads: int
     db_conn_max_age: int
     log_level: str
-    log_format: str
     workers: int
+    log_format: str
     metrics_port: int
+    metrics_host: str
+    max_authenticating: int
+    max_authenticating_per_address: int
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    max_replays: int
+    max_replays_per_user: int
+    replay_timeout: float
+    recheck_interval: float | None
+    max_connection_age: float | None
     environ: Mapping[str, str] = dataclasses.field(repr=False, compare=False)
 
     def summary(self) -> dict[str, str]:
@@ -504,25 +655,16 @@ class Config:
         }
 
 
+# Config fields made of several settings ("part.key" targets).
+PARTS: dict[str, Callable[..., Any]] = {"user_model": UserModel, "sesame": dict}
+
+
 def _mask(setting: Setting, value: str) -> str:
     if not setting.secret or not value:
         return value
     if "://" in value:
         return mask_url(value)
     return "********"
-
-
-def mask_url(url: str) -> str:
-    """Hide the password in a URL so it can be logged."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def load_config(environ: Mapping[str, str] | None = None) -> Config:
@@ -550,46 +692,17 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     if problems:
         raise ConfigError(problems)
 
-    # Passed to Django's settings as they are.
-    sesame = {name: values[name] for name in SESAME_SETTINGS}
-    sesame["SESAME_PACKER"] = sesame["SESAME_PACKER"] or None
-    config = Config(
-        database=values["DATABASE_URL"],
-        secret_key=values["SECRET_KEY"],
-        secret_key_fallbacks=values["SECRET_KEY_FALLBACKS"],
-        redis_url=values["REDIS_URL"],
-        channel=values["WS_CHANNEL"],
-        sesame_scope=values["WS_SESAME_SCOPE"],
-        history_size=values["WS_HISTORY_SIZE"],
-        sesame=sesame,
-        user_model=UserModel(
-            table=values["WS_USER_TABLE"],
-            pk_type=values["WS_USER_PK"],
-            username_field=values["WS_USERNAME_FIELD"],
-            email_field=values["WS_USER_EMAIL_FIELD"],
-            class_name=values["WS_USER_MODEL_NAME"],
-        ),
-        host=values["WS_HOST"],
-        port=values["WS_PORT"],
-        compression=None if values["WS_COMPRESSION"] == "none" else "deflate",
-        auth_timeout=values["WS_AUTH_TIMEOUT"],
-        max_message_size=values["WS_MAX_MESSAGE_SIZE"],
-        allowed_origins=values["WS_ALLOWED_ORIGINS"],
-        max_connections=values["WS_MAX_CONNECTIONS"],
-        max_connections_per_user=values["WS_MAX_CONNECTIONS_PER_USER"],
-        max_buffer=values["WS_MAX_BUFFER"],
-        ping_interval=values["WS_PING_INTERVAL"],
-        ping_timeout=values["WS_PING_TIMEOUT"],
-        shutdown_timeout=values["WS_SHUTDOWN_TIMEOUT"],
-        db_threads=values["WS_DB_THREADS"],
-        db_conn_max_age=values["WS_DB_CONN_MAX_AGE"],
-        log_level=values["WS_LOG_LEVEL"],
-        log_format=values["WS_LOG_FORMAT"],
-        workers=values["WS_WORKERS"],
-        metrics_port=values["WS_METRICS_PORT"],
-        environ=raw,
-    )
-    return config
+    share = values["WS_MAX_AUTHENTICATING"]
+    if isinstance(share, Share):
+        values["WS_MAX_AUTHENTICATING"] = share.of(values["WS_MAX_CONNECTIONS"])
+    fields: dict[str, Any] = {}
+    parts: dict[str, dict[str, Any]] = {part: {} for part in PARTS}
+    for setting in SETTINGS:
+        part, _, key = setting.target.rpartition(".")
+        (parts[part] if part else fields)[key] = values[setting.name]
+    for part, make in PARTS.items():
+        fields[part] = make(**parts[part])
+    return Config(**fields, environ=raw)
 
 
 def _cross_check(values: dict[str, Any]) -> list[str]:
@@ -611,8 +724,7 @@ def _cross_check(values: dict[str, Any]) -> list[str]:
         problems.append(
             f"WS_METRICS_PORT: the metrics need ports {metrics_ports.start}-"
             f"{metrics_ports.stop - 1} (one per worker), which include WS_PORT="
-            f"{values['WS_PORT']}: choose another port, or 0 to serve /metrics "
-            "on WS_PORT"
+            f"{values['WS_PORT']}: choose another port"
         )
     elif values["WS_METRICS_PORT"] and metrics_ports.stop - 1 > 65535:
         problems.append(

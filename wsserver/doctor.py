@@ -12,7 +12,8 @@ from collections.abc import Callable, Sequence
 import redis
 from django.db.utils import Error as DatabaseError
 
-from .config import Config, mask_url
+from .config import Config
+from .logs import mask_url
 
 __all__ = ["check", "explain_token"]
 

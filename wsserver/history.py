@@ -13,8 +13,8 @@ import logging
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from .config import mask_url
 from .events import event_id_key, with_id
+from .logs import mask_url
 
 __all__ = ["History", "HistoryUnavailable", "Missed"]
 

@@ -6,8 +6,9 @@ import json
 import logging
 import sys
 import time
+import urllib.parse
 
-__all__ = ["JSONFormatter", "configure_logging"]
+__all__ = ["JSONFormatter", "configure_logging", "mask_url"]
 
 
 class JSONFormatter(logging.Formatter):
@@ -41,3 +42,16 @@ def configure_logging(level: str, format: str = "text") -> None:
     # websockets logs every failed handshake and connection at INFO/DEBUG;
     # the sidecar logs what matters itself.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.root.level))
+
+
+def mask_url(url: str) -> str:
+    """Hide the password in a URL so it can be logged."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

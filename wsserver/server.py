@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import http
 import json
 import logging
@@ -34,7 +33,7 @@ from .events import InvalidEvent, event_id_key, parse_event
 from .fanout import Fanout
 from .hello import InvalidHello, parse_hello
 from .history import History, HistoryUnavailable, Missed
-from .metrics import CONTENT_TYPE, Metrics
+from .metrics import Metrics
 from .routing import Router
 from .wire import control_channel, history_key
 
@@ -420,8 +419,6 @@ class Sidecar:
             return connection.respond(http.HTTPStatus.OK, "OK\n")
         if path == "/readyz":
             return await self._readiness(connection)
-        if path == "/metrics" and not self.config.metrics_port:
-            return self._metrics(connection)
         assert self.server is not None
         # all_connections counts open connections, not this handshake.
         if len(self.server.all_connections) >= self.config.max_connections:
@@ -429,18 +426,6 @@ class Sidecar:
                 http.HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n"
             )
         return None
-
-    def _metrics(self, connection: ServerConnection) -> Response:
-        body = self.metrics.render()
-        headers = Headers(
-            [
-                ("Date", email.utils.formatdate(usegmt=True)),
-                ("Connection", "close"),
-                ("Content-Length", str(len(body))),
-                ("Content-Type", CONTENT_TYPE),
-            ]
-        )
-        return Response(http.HTTPStatus.OK, "OK", headers, body)
 
     async def _readiness(self, connection: ServerConnection) -> Response:
         problems = []
@@ -508,11 +493,15 @@ class Sidecar:
         )
         if config.metrics_port:
             start_http_server(
-                config.metrics_port, config.host, registry=self.metrics.registry
+                config.metrics_port, config.metrics_host, registry=self.metrics.registry
             )
             logger.info(
-                "Metrics on http://%s:%d/metrics", config.host, config.metrics_port
+                "Metrics on http://%s:%d/metrics",
+                config.metrics_host,
+                config.metrics_port,
             )
+        else:
+            logger.info("Metrics are off: set WS_METRICS_PORT to serve them")
         subscriber = asyncio.create_task(self.subscriber.run(), name="subscriber")
         keepalive = asyncio.create_task(self._keepalive(), name="keepalive")
         logger.info("Listening on ws://%s:%d/", config.host, config.port)

@@ -44,11 +44,6 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-AUTHENTICATION_BACKENDS = [
-    "django.contrib.auth.backends.ModelBackend",
-    "sesame.backends.ModelBackend",
-]
-
 ROOT_URLCONF = "exampleproject.urls"
 WSGI_APPLICATION = "exampleproject.wsgi.application"
 
@@ -84,7 +79,7 @@ SESAME_MAX_AGE = int(os.environ.get("SESAME_MAX_AGE", "30"))
 
 WSSERVER_REDIS_URL = os.environ.get("WSSERVER_REDIS_URL", "redis://127.0.0.1:6379/1")
 WSSERVER_CHANNEL = os.environ.get("WSSERVER_CHANNEL", "events")
-WSSERVER_SESAME_SCOPE = os.environ.get("WSSERVER_SESAME_SCOPE", "")
+WSSERVER_SESAME_SCOPE = os.environ.get("WSSERVER_SESAME_SCOPE", "wsserver")
 # Where the page connects; the sidecar's WS_HOST and WS_PORT.
 WSSERVER_WEBSOCKET_URL = os.environ.get(
     "WSSERVER_WEBSOCKET_URL", "ws://localhost:8888/"

@@ -11,7 +11,9 @@ published on the Redis channel that the sidecar reads. Settings (all optional):
     Channel to publish on. Default: ``"events"``, like ``WS_CHANNEL``.
 ``WSSERVER_SESAME_SCOPE``
     Scope of the tokens made by the template tag and the token view. Default:
-    ``""``, like ``WS_SESAME_SCOPE``.
+    ``"wsserver"``, like ``WS_SESAME_SCOPE``: a scope of its own, so that
+    these tokens are never login links for the site (django-sesame's login
+    middleware and view accept only the default scope, ``""``).
 ``WSSERVER_HISTORY_SIZE``
     Events kept in a Redis Stream (``<channel>:history``) so that clients
     can resume after a disconnection; 0 disables history. Default: ``10000``,

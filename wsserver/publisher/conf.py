@@ -14,7 +14,7 @@ def channel() -> str:
 
 
 def sesame_scope() -> str:
-    return getattr(settings, "WSSERVER_SESAME_SCOPE", "")
+    return getattr(settings, "WSSERVER_SESAME_SCOPE", "wsserver")
 
 
 def publish_timeout() -> float:

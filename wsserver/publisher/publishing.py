@@ -17,7 +17,7 @@ import redis
 from django.contrib.admin.models import LogEntry
 from django.db import transaction
 
-from ..config import mask_url
+from ..logs import mask_url
 from ..wire import PUBLISH_WITH_HISTORY, control_channel, history_key
 from . import conf
 from .events import event_for, serialize
