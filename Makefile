@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+# The tests also need mysqlclient, which builds against Debian's packages.
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test lint bench
 
@@ -11,15 +13,20 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test,uvloop]'
 	touch $(STAMP)
 
+$(TEST_STAMP): $(STAMP)
+	bash scripts/services.sh --build-packages
+	$(VENV)/bin/pip install -q -e '.[test,uvloop,mysql]'
+	touch $(TEST_STAMP)
+
 demo: $(STAMP)
 	bash scripts/demo.sh
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	bash scripts/services.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	bash scripts/services.sh
 	$(VENV)/bin/python -m bench $(ARGS)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the servers the tests (and the benchmark) talk to are running:
-# PostgreSQL and Redis (and Chromium and nginx for the browser and deployment
-# tests), installed from Debian's packages if missing, started if stopped,
+# PostgreSQL, MariaDB and Redis (and Chromium and nginx for the browser and
+# deployment tests), installed from Debian's packages if missing, started if stopped,
 # and a PostgreSQL role with a password that the tests log in as, whatever
 # pg_hba.conf says about local connections.
 set -euo pipefail
@@ -15,9 +15,20 @@ redis_only=false
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# --build-packages: what pip needs to build mysqlclient (the tests' MariaDB).
+if [ "${1:-}" = "--build-packages" ]; then
+    if ! pkg-config --exists libmariadb 2>/dev/null && ! pkg-config --exists mysqlclient 2>/dev/null; then
+        echo "services: installing libmariadb-dev and pkg-config"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmariadb-dev pkg-config >/dev/null
+    fi
+    exit 0
+fi
+
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 $redis_only || command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+$redis_only || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 # The browser test drives Debian's Chromium; nothing is downloaded at run time.
 $redis_only || command -v chromium >/dev/null || missing+=(chromium)
 # tests/test_deployment.py runs docs/deployment.md's nginx configuration.
@@ -50,14 +61,23 @@ if ! $redis_only && ! pg_isready -h 127.0.0.1 -p 5432 -q; then
     as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
 fi
 
+mariadb_ready() { $redis_only || mysqladmin -uroot -h 127.0.0.1 -P 3306 ping >/dev/null 2>&1; }
+if ! $redis_only && ! mariadb_ready; then
+    echo "services: starting MariaDB"
+    as_root mkdir -p /run/mysqld
+    as_root chown mysql:mysql /run/mysqld 2>/dev/null || true
+    as_root start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+fi
+
 for _ in $(seq 1 50); do
-    if redis_ready && pg_ready; then
+    if redis_ready && pg_ready && mariadb_ready; then
         break
     fi
     sleep 0.2
 done
 redis_ready || { echo "services: Redis is not answering" >&2; exit 1; }
 pg_ready || { echo "services: PostgreSQL is not answering" >&2; exit 1; }
+mariadb_ready || { echo "services: MariaDB is not answering" >&2; exit 1; }
 if $redis_only; then
     echo "services: Redis is ready"
     exit 0
@@ -76,4 +96,4 @@ BEGIN
 END
 \$\$;
 SQL
-echo "services: Redis and PostgreSQL are ready"
+echo "services: Redis, PostgreSQL and MariaDB are ready"

@@ -42,12 +42,16 @@ async def closed_with(websocket: ClientConnection, timeout: float = 10):
 def publish_like_the_publisher(
     client: redis.Redis, channel: str, event: dict, history_size: int = 10_000
 ) -> str:
-    """Publish an event as wsserver.publisher does; return its id."""
-    return client.eval(
-        PUBLISH_WITH_HISTORY,
-        1,
-        history_key(channel),
-        json.dumps(event),
-        history_size,
-        channel,
-    ).decode()
+    """Publish an event as wsserver.publisher does; return its id.
+
+    The same commands too (SCRIPT EXISTS, SCRIPT LOAD if need be, EVALSHA), so
+    that the publisher's Redis ACL user may run it.
+    """
+    args = [json.dumps(event), history_size, channel]
+    if isinstance(event.get("content_type_id"), int):
+        args.append(event["content_type_id"])
+    script = client.register_script(PUBLISH_WITH_HISTORY)
+    with client.pipeline(transaction=False) as pipeline:
+        script(keys=[history_key(channel)], args=args, client=pipeline)
+        [event_id] = pipeline.execute()
+    return event_id.decode()

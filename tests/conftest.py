@@ -2,6 +2,9 @@
 
 PostgreSQL and Redis must be running (``make test`` runs scripts/services.sh,
 which starts them and creates the role the tests log in as).
+
+``redis_url`` is unrestricted; main sites and sidecars run as Redis ACL users
+made from it (redis_users.py), deleted when the session ends.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import uuid
 import psycopg
 import pytest
 import redis
+import redis_users
 
 PG_ADMIN_URL = os.environ.get(
     "WSSERVER_TEST_PG_URL",
     "postgresql://wsserver_test:wsserver_test@127.0.0.1:5432/postgres",
 )
-REDIS_URL = os.environ.get("WSSERVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = redis_users.REDIS_URL
 
 
 def pytest_sessionstart(session):
@@ -25,6 +29,11 @@ def pytest_sessionstart(session):
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
         pytest.exit(f"Redis at {REDIS_URL} is not answering ({exc}): run `make test`")
+    redis_users.shared.delete_stale()
+
+
+def pytest_sessionfinish(session):
+    redis_users.shared.delete_all()
 
 
 @pytest.fixture
@@ -35,7 +44,14 @@ def channel() -> str:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
+    """The shared Redis, unrestricted: for tests that read or trim directly."""
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def redis_acl_users() -> redis_users.RedisUsers:
+    """Make ACL users on the shared Redis (deleted when the session ends)."""
+    return redis_users.shared
 
 
 class PostgresDatabases:

@@ -1,4 +1,9 @@
-"""Real processes for end-to-end tests: the example main site and sidecars."""
+"""Real processes for end-to-end tests: the example main site and sidecars.
+
+On the shared Redis, each runs as the Redis ACL user of its side for its
+channel (redis_users.py): a test that publishes with a site's
+WSSERVER_REDIS_URL publishes as the main site may, and no more.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import redis_users
 from clients import authenticate
 from websockets.asyncio.client import ClientConnection
 
@@ -67,7 +73,9 @@ class MainSite:
             **os.environ,
             "DATABASE_URL": database_url,
             "SECRET_KEY": SECRET_KEY,
-            "WSSERVER_REDIS_URL": redis_url,
+            "WSSERVER_REDIS_URL": redis_users.shared.url_for(
+                "publisher", redis_url, channel
+            ),
             "WSSERVER_CHANNEL": channel,
             "DEBUG": "0",
             **env,
@@ -151,7 +159,10 @@ class Sidecar:
 
     @classmethod
     def for_site(cls, site: MainSite, tmp_path: Path, **env: str) -> Sidecar:
-        """A sidecar on the site's database, Redis and channel."""
+        """A sidecar on the site's database, Redis and channel.
+
+        On the shared Redis, it runs as the sidecar's ACL user (see start).
+        """
         shared = {
             "DATABASE_URL": site.env["DATABASE_URL"],
             "REDIS_URL": site.env["WSSERVER_REDIS_URL"],
@@ -160,6 +171,12 @@ class Sidecar:
         return cls(tmp_path, **{**shared, **env})
 
     def start(self, wait_ready: bool = True) -> Sidecar:
+        # Here, not in __init__: tests may set REDIS_URL (e.g. to their site's)
+        # in the meantime.
+        if "REDIS_URL" in self.env:
+            self.env["REDIS_URL"] = redis_users.shared.url_for(
+                "sidecar", self.env["REDIS_URL"], self.env.get("WS_CHANNEL", "events")
+            )
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "wsserver"],

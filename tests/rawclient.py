@@ -21,11 +21,21 @@ class RawClient:
 
     @classmethod
     async def connect(
-        cls, port: int, *, receive_buffer: int | None = None, origin: str | None = None
+        cls,
+        port: int,
+        *,
+        receive_buffer: int | None = None,
+        origin: str | None = None,
+        source: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> RawClient:
+        """Open a WebSocket connection; ``source``: the local address, e.g.
+        127.0.0.2, to look like another host."""
         sock = socket.socket()
         if receive_buffer is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        if source is not None:
+            sock.bind((source, 0))
         sock.setblocking(False)
         await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
         reader, writer = await asyncio.open_connection(sock=sock)
@@ -40,11 +50,33 @@ class RawClient:
         ]
         if origin is not None:
             lines.append(f"Origin: {origin}")
+        lines.extend(f"{name}: {value}" for name, value in (headers or {}).items())
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         response = await reader.readuntil(b"\r\n\r\n")
         if not response.startswith(b"HTTP/1.1 101"):
             raise ConnectionError(response.split(b"\r\n", 1)[0].decode())
-        return cls(reader, writer)
+        client = cls(reader, writer)
+        client.response = response.decode()
+        return client
+
+    async def frames(self):
+        """Each frame the server sends, as (opcode, payload), until it closes."""
+        buffer = b""
+        while True:
+            data = await self.reader.read(65536)
+            if not data:
+                return
+            buffer += data
+            while True:
+                parsed = _parse_one(buffer)
+                if parsed is None:
+                    break
+                opcode, payload, size = parsed
+                buffer = buffer[size:]
+                yield opcode, payload
+
+    def pong(self, payload: bytes) -> None:
+        self.send_frame(Opcode.PONG, payload)
 
     def send_frame(self, opcode: Opcode, data: bytes, fin: bool = True) -> None:
         self.writer.write(Frame(opcode, data, fin).serialize(mask=True, extensions=[]))
@@ -60,6 +92,28 @@ class RawClient:
 
     def abort(self) -> None:
         self.writer.transport.abort()
+
+
+def _parse_one(data: bytes) -> tuple[int, bytes, int] | None:
+    """The first complete unmasked frame in ``data``: (opcode, payload, size)."""
+    if len(data) < 2:
+        return None
+    opcode = data[0] & 0x0F
+    length = data[1] & 0x7F
+    offset = 2
+    if length == 126:
+        if len(data) < 4:
+            return None
+        length = int.from_bytes(data[2:4], "big")
+        offset = 4
+    elif length == 127:
+        if len(data) < 10:
+            return None
+        length = int.from_bytes(data[2:10], "big")
+        offset = 10
+    if len(data) < offset + length:
+        return None
+    return opcode, data[offset : offset + length], offset + length
 
 
 def parse_frames(data: bytes) -> list[tuple[int, bytes]]:

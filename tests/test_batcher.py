@@ -79,3 +79,13 @@ async def test_abandoned_calls_are_skipped(database):
     assert await first == 10
     assert await batcher.call(3) == 30
     assert recorder.batches == [[1], [3]]
+
+
+async def test_a_wrong_number_of_results_fails_every_call_of_its_batch(database):
+    """No caller may get another's result, nor wait for one that never comes."""
+    batcher = Batcher(database, lambda arguments: arguments[1:], concurrency=1)
+    calls = [asyncio.ensure_future(batcher.call(n)) for n in range(3)]
+    async with asyncio.timeout(2):
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    assert [type(result) for result in results] == [RuntimeError] * 3
+    assert "results for a batch of" in str(results[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import subprocess
@@ -11,33 +12,50 @@ import uuid
 
 import psycopg
 import pytest
+import redis_users
 from processes import PASSWORD, ROOT, SECRET_KEY, MainSite, free_port
 
 pytestmark = pytest.mark.e2e
 
 
 def sidecar_env(site: MainSite) -> dict[str, str]:
-    """The site's wsserver_env output, as an environment."""
-    output = site.manage("wsserver_env", "--show-secrets")
-    env = {}
-    for line in output.splitlines():
-        if line and not line.startswith("#"):
-            [assignment] = shlex.split(line)
-            name, _, value = assignment.partition("=")
-            env[name] = value
+    """The site's wsserver_env output, as an environment.
+
+    Its REDIS_URL is the main site's, the publisher's Redis user: as
+    docs/redis.md says, it is replaced by the sidecar's user.
+    """
+    env = parsed_env(site.manage("wsserver_env", "--show-secrets"))
+    env["REDIS_URL"] = redis_users.shared.url_for(
+        "sidecar", env["REDIS_URL"], env["WS_CHANNEL"]
+    )
     return env
 
 
-def check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+def check(
+    env: dict[str, str], *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     return subprocess.run(
         [sys.executable, "-m", "wsserver", "check", *args],
         env={**environ, **env},
         cwd=ROOT,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def parsed_env(output: str) -> dict[str, str]:
+    """wsserver_env's output as an environment, placeholders and all."""
+    return {
+        name: value
+        for name, _, value in (
+            shlex.split(line)[0].partition("=")
+            for line in output.splitlines()
+            if line and not line.startswith("#")
+        )
+    }
 
 
 @pytest.fixture(scope="module", params=["auth.User", "custom user"])
@@ -80,20 +98,48 @@ def test_secrets_are_masked_unless_asked_for(site):
     assert "SECRET_KEY='********'" in output
     assert "--show-secrets" in output
     # Pasted as is, the placeholders are caught.
-    env = {
-        name: value
-        for name, _, value in (
-            shlex.split(line)[0].partition("=")
-            for line in output.splitlines()
-            if not line.startswith("#")
-        )
-    }
+    env = parsed_env(output)
     result = check(env)
     assert result.returncode == 1
     problems = [line for line in result.stdout.splitlines() if "PROBLEM" in line]
     assert any("SECRET_KEY is '********'" in p for p in problems)
     assert any("password in DATABASE_URL is '********'" in p for p in problems)
     assert all("--show-secrets" in p for p in problems if "'********'" in p)
+
+
+def test_the_redis_password_is_masked_unless_asked_for(site):
+    redis_url = "redis://:hunter2@127.0.0.1:6379/15?password=hunter3&db=15"
+    output = site.manage("wsserver_env", WSSERVER_REDIS_URL=redis_url)
+    assert "hunter2" not in output and "hunter3" not in output
+    env = parsed_env(output)
+    assert env["REDIS_URL"] == (
+        "redis://:********@127.0.0.1:6379/15?password=********&db=15"
+    )
+    shown = site.manage("wsserver_env", "--show-secrets", WSSERVER_REDIS_URL=redis_url)
+    assert parsed_env(shown)["REDIS_URL"] == redis_url
+    # Pasted as is, the placeholder is caught.
+    result = check(env)
+    assert result.returncode == 1
+    problems = [line for line in result.stdout.splitlines() if "PROBLEM" in line]
+    assert any(
+        "a secret in REDIS_URL is '********'" in p and "--show-secrets" in p
+        for p in problems
+    ), result.stdout
+
+
+@pytest.mark.parametrize("args", [["--token"], ["--token", "-"]])
+def test_the_token_may_come_from_standard_input(site, args):
+    token = site.token(username(site, "alice"))
+    result = check(sidecar_env(site), *args, stdin=f"  {token}  \n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "token: valid for user" in result.stdout
+
+
+def test_an_empty_standard_input_is_no_token(site):
+    result = check(sidecar_env(site), "--token", stdin="")
+    assert result.returncode == 2
+    assert "--token -: no token on standard input" in result.stderr
+    assert "token:" not in result.stdout
 
 
 def test_a_broken_configuration_is_explained(site):
@@ -191,10 +237,31 @@ def test_a_token_may_start_with_a_dash(token):
     assert parse_args(["check", f"--token={token}"]).token == token
 
 
-def test_a_token_without_a_value_is_refused(capsys):
+@pytest.mark.parametrize(
+    "argv", [["check", "--token"], ["check", "--token", "-"], ["check", "--token=-"]]
+)
+def test_a_token_without_a_value_comes_from_standard_input(argv):
+    from wsserver.__main__ import STDIN, parse_args
+
+    assert parse_args(argv).token == STDIN == "-"
+
+
+def test_a_token_is_one_line_of_standard_input():
+    from wsserver.__main__ import read_token
+
+    assert read_token(io.StringIO("  AAAAAg0DZIvu2HO_KcpZWMBz \nnext\n")) == (
+        "AAAAAg0DZIvu2HO_KcpZWMBz"
+    )
+    for empty in ["", "\n", "   \n"]:
+        with pytest.raises(ValueError, match="--token -: no token on standard input"):
+            read_token(io.StringIO(empty))
+
+
+def test_the_help_says_how_to_pass_a_token_on_standard_input(capsys):
     from wsserver.__main__ import parse_args
 
-    with pytest.raises(SystemExit) as exited:
-        parse_args(["check", "--token"])
-    assert exited.value.code == 2
-    assert "--token: expected one argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--token TOKEN" in help_text
+    assert "`--token -`" in help_text and "standard input" in help_text

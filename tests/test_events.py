@@ -1,8 +1,10 @@
 """Validation of bus messages, on its own."""
 
+import json
+
 import pytest
 
-from wsserver.events import InvalidEvent, parse_event
+from wsserver.events import InvalidEvent, event_id_key, parse_event
 
 
 def test_valid_event_keeps_the_payload_byte_for_byte():
@@ -36,3 +38,25 @@ def test_str_payload_is_encoded():
 def test_invalid_events_are_refused(payload):
     with pytest.raises(InvalidEvent):
         parse_event(payload)
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    [
+        "9" * 400 + "-1",  # OverflowError in a float conversion, once
+        "1-" + "9" * 5000,  # ValueError: past int()'s digit limit, once
+        f"{2**64}-0",  # past a Redis Stream id's 64 bits
+        "1-" + "0" * 40,
+        "١٢-3",  # digits, but not ASCII
+    ],
+)
+def test_ids_that_are_not_stream_ids_are_refused_cheaply(event_id):
+    assert event_id_key(event_id) is None
+    with pytest.raises(InvalidEvent):
+        parse_event(json.dumps({"content_type_id": 1, "id": event_id}))
+
+
+def test_the_largest_stream_id():
+    largest = f"{2**64 - 1}-{2**64 - 1}"
+    assert event_id_key(largest) == (2**64 - 1, 2**64 - 1)
+    assert parse_event(json.dumps({"content_type_id": 1, "id": largest})).id

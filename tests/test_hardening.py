@@ -27,6 +27,8 @@ pytestmark = pytest.mark.e2e
 
 # Tokens are made once per module: the sidecars accept them for a day.
 LONG_LIVED = {"SESAME_MAX_AGE": "86400"}
+# Hundreds of clients from one address at once, as no real host would.
+BURSTS = {"WS_MAX_AUTHENTICATING_PER_ADDRESS": "0"}
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +147,8 @@ async def authenticate_once_a_slot_is_free(sidecar: Sidecar, token: str):
 
 
 async def test_connections_per_process_are_limited(start_sidecar, tokens):
-    sidecar = start_sidecar(WS_MAX_CONNECTIONS="3")
+    # All three slots may be taken by connections still authenticating.
+    sidecar = start_sidecar(WS_MAX_CONNECTIONS="3", WS_MAX_AUTHENTICATING="100%")
     open_ones = [await connect(sidecar.url) for _ in range(3)]
     with pytest.raises(InvalidStatus) as refused:
         await connect(sidecar.url)
@@ -163,7 +166,9 @@ async def test_connections_per_process_are_limited(start_sidecar, tokens):
 async def test_a_reconnection_storm_is_authenticated_in_batches_correctly(
     site, start_sidecar, tokens
 ):
-    sidecar = start_sidecar(WS_MAX_CONNECTIONS_PER_USER="500", WS_DB_THREADS="1")
+    sidecar = start_sidecar(
+        WS_MAX_CONNECTIONS_PER_USER="500", WS_DB_THREADS="1", **BURSTS
+    )
     carol = site.token("carol")  # inactive
     hellos = (
         [tokens["admin"]] * 100
@@ -247,6 +252,7 @@ async def test_a_redis_outage_drops_no_client_and_delivery_resumes(site, tmp_pat
         tmp_path,
         REDIS_URL=bus.url,
         WS_MAX_CONNECTIONS_PER_USER="200",
+        **BURSTS,
         **LONG_LIVED,
     ).start()
     try:
@@ -344,6 +350,7 @@ async def test_shutdown_closes_everyone_with_1012_even_clients_that_stopped_read
         tmp_path,
         WS_SHUTDOWN_TIMEOUT="3",
         WS_MAX_CONNECTIONS_PER_USER="2000",
+        **BURSTS,
         **LONG_LIVED,
     ).start()
     token = tokens["admin"]

@@ -174,6 +174,18 @@ async def test_metrics_on_a_port_of_their_own_and_json_logs(site, tmp_path):
     assert any("closed for user" in m and "1000" in m for m in messages)
 
 
+def test_metrics_are_not_served_unless_asked_for_and_never_on_the_public_port(
+    site, tmp_path
+):
+    sidecar = Sidecar.for_site(site, tmp_path, WS_METRICS_PORT="0").start()
+    try:
+        # 426 Upgrade Required: a plain GET is not a WebSocket handshake.
+        assert http_status(sidecar.http + "/metrics") == 426
+        assert "Metrics are off" in sidecar.log()
+    finally:
+        assert sidecar.stop() == 0
+
+
 async def test_bus_reconnects_are_counted(site, tmp_path):
     bus = ThrowawayRedis().start()
     sidecar = Sidecar.for_site(site, tmp_path, REDIS_URL=bus.url).start()

@@ -103,6 +103,8 @@ def test_an_admin_addition_is_published_with_the_guides_fields(
     )
     assert event.pop("id") == stream_id.decode()
     assert json.loads(fields[b"event"]) == event
+    # Beside it, its content type: a resume filters entries without parsing.
+    assert fields[b"ct"] == str(event["content_type_id"]).encode()
     assert event == {
         "model": "article",
         "object": "Published",

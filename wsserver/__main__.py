@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import getpass
 import logging
 import os
 import sys
 import textwrap
+from typing import TextIO
 
 from .config import SETTINGS, Config, ConfigError, get_config
 from .logs import configure_logging
@@ -63,8 +65,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--token",
+        metavar="TOKEN",
         help="with check: say whether this token verifies here, for whom, "
-        "and which models' events that user would receive",
+        "and which models' events that user would receive. `--token -`, or "
+        "--token last with no value, reads the token from standard input (one "
+        "line), which keeps it out of `ps` and the shell's history: e.g. "
+        "`python -m wsserver check --token < token.txt`",
     )
     arguments = parser.parse_args(_token_joined(sys.argv[1:] if argv is None else argv))
     if arguments.token is not None and arguments.command != "check":
@@ -72,18 +78,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return arguments
 
 
+# The --token value that means "read it from standard input".
+STDIN = "-"
+
+
 def _token_joined(argv: list[str]) -> list[str]:
     """``--token X`` as ``--token=X``: a token may start with "-" (base64url),
-    which argparse would take for an option."""
+    which argparse would take for an option. A last ``--token`` with no value
+    is ``--token=-``: read from standard input."""
     joined = []
     arguments = iter(argv)
     for argument in arguments:
         if argument == "--token":
-            value = next(arguments, None)
-            joined.append(argument if value is None else f"--token={value}")
+            value = next(arguments, STDIN)
+            joined.append(f"--token={value}")
         else:
             joined.append(argument)
     return joined
+
+
+def read_token(stream: TextIO | None = None) -> str:
+    """The token for ``check --token -``: one line of standard input, stripped.
+
+    On a terminal it is asked for without echo. Raises ValueError, naming
+    --token, when there is none.
+    """
+    stream = sys.stdin if stream is None else stream
+    if stream.isatty():
+        token = getpass.getpass("Token (not echoed): ", stream=sys.stderr)
+    else:
+        token = stream.readline()
+    token = token.strip()
+    if not token:
+        raise ValueError(
+            "--token -: no token on standard input; pipe one in (one line), "
+            "or give it as --token TOKEN"
+        )
+    return token
 
 
 def setup_django() -> None:
@@ -96,21 +127,33 @@ def setup_django() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_args(argv)
+    token = arguments.token
+    if token == STDIN:
+        try:
+            token = read_token()
+        except ValueError as exc:
+            print(f"wsserver: {exc}", file=sys.stderr)
+            return 2
     try:
         config = get_config()
     except ConfigError as exc:
-        print("wsserver: invalid configuration:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        print("Run python -m wsserver --help for every setting.", file=sys.stderr)
-        return 2
+        return invalid_configuration(exc.problems)
     configure_logging(config.log_level, config.log_format)
     setup_django()
     if arguments.command == "check":
         from .doctor import check
 
-        return check(config, arguments.token)
+        return check(config, token)
     return serve(config)
+
+
+def invalid_configuration(problems: list[str]) -> int:
+    """Say what is wrong with the environment; the exit status (2)."""
+    print("wsserver: invalid configuration:", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    print("Run python -m wsserver --help for every setting.", file=sys.stderr)
+    return 2
 
 
 def serve(config: Config) -> int:

@@ -3,7 +3,12 @@
 It survives Redis outages: when Redis cannot be reached, at start-up or later,
 it logs why, retries with capped, jittered exponential backoff and subscribes
 again. Client connections are not affected; events published while the
-subscription is down are not received (pub/sub keeps nothing).
+subscription is down are not received (pub/sub keeps nothing): after each
+subscription but the first, ``on_subscribed`` lets the server recheck what
+the missed messages might have changed.
+
+It survives bad messages: a handler that raises is logged, counted in
+``handler_errors`` and skipped; the next message is handled as usual.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class Subscriber:
         *,
         on_control: Callable[[bytes], Awaitable[None] | None] | None = None,
         control_channel: str | None = None,
+        on_subscribed: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
         self.channel = channel
@@ -64,8 +70,10 @@ class Subscriber:
         }
         if on_control is not None and control_channel is not None:
             self.handlers[control_channel.encode()] = on_control
+        self.on_subscribed = on_subscribed
         self.subscribed = False
         self.reconnects = 0
+        self.handler_errors = 0
         self._had_subscription = False
         self._subscribed_event = asyncio.Event()
 
@@ -80,18 +88,22 @@ class Subscriber:
             self._had_subscription = False
             try:
                 await self._receive()
-            except (RedisError, OSError, TimeoutError) as exc:
+            except Exception as exc:
+                # Redis, OS and timeout errors, and anything else: never leave
+                # the process without a subscription.
                 if self._had_subscription:  # a new outage: start over
                     delays = backoff_delays()
                     failures = 0
                 failures += 1
                 delay = next(delays)
                 log = logger.warning if failures == 1 else logger.info
+                if not isinstance(exc, RedisError | OSError | TimeoutError):
+                    log = logger.exception
                 log(
                     "Redis at %s unreachable (%s); events are not received. "
                     "Retrying in %.1f s",
                     mask_url(self.url),
-                    exc,
+                    exc or type(exc).__name__,
                     delay,
                 )
                 await asyncio.sleep(delay)
@@ -111,6 +123,8 @@ class Subscriber:
             await pubsub.subscribe(*self.handlers)
             self._set_subscribed(True)
             self._had_subscription = True
+            if self.reconnects and self.on_subscribed is not None:
+                self.on_subscribed()
             (logger.warning if self.reconnects else logger.info)(
                 "Subscribed to channel %r on Redis at %s",
                 self.channel,
@@ -126,9 +140,7 @@ class Subscriber:
                     raise asyncio.CancelledError
                 if message is None or message["type"] != "message":
                     continue
-                result = self.handlers[message["channel"]](message["data"])
-                if result is not None:
-                    await result
+                await self._handle(message["channel"], message["data"])
         finally:
             self._set_subscribed(False)
             try:
@@ -137,6 +149,16 @@ class Subscriber:
                     await client.aclose()
             except Exception:  # closing a dead connection may fail, or hang
                 pass
+
+    async def _handle(self, channel: bytes, data: bytes) -> None:
+        """One message, whatever it holds: an error skips it, never the rest."""
+        try:
+            result = self.handlers[channel](data)
+            if result is not None:
+                await result
+        except Exception:
+            self.handler_errors += 1
+            logger.exception("Skipped a message on %r: %.100r", channel, data)
 
     def _set_subscribed(self, subscribed: bool) -> None:
         self.subscribed = subscribed

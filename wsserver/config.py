@@ -221,8 +221,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "DATABASE_URL",
         "sqlite:///db.sqlite3",
-        "The main site's database, in dj-database-url syntax. Opened read-only; "
-        "add ?pool=true for psycopg's connection pool on PostgreSQL.",
+        "The main site's database, in dj-database-url syntax. Opened read-only "
+        "(PostgreSQL/PostGIS, SQLite/SpatiaLite, MySQL/MariaDB with "
+        "mysqlclient; any other database is refused); add ?pool=true for "
+        "psycopg's connection pool on PostgreSQL.",
         _database_url,
         secret=True,
         group="Shared with the main site",
@@ -731,6 +733,11 @@ def _cross_check(values: dict[str, Any]) -> list[str]:
             f"WS_METRICS_PORT: {values['WS_WORKERS']} workers need ports up to "
             f"{metrics_ports.stop - 1}, past 65535: choose a lower port"
         )
+    from .djangosettings import read_only_problem
+
+    problem = read_only_problem(values["DATABASE_URL"])
+    if problem:
+        problems.append(problem)
     engine = values["DATABASE_URL"]["ENGINE"]
     if engine == "django.db.backends.sqlite3" and values["DATABASE_URL"]["NAME"] in {
         "",

@@ -33,7 +33,7 @@ class GroupChanged:
 def parse_control(payload: bytes | str) -> UsersChanged | GroupChanged:
     try:
         data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidControl(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidControl("not a JSON object")

@@ -19,11 +19,16 @@ from typing import Generic, ParamSpec, TypeVar
 from django.db import close_old_connections
 from django.db.utils import InterfaceError, OperationalError
 
-__all__ = ["Batcher", "Database", "DatabaseUnavailable"]
+__all__ = ["OUTAGES", "Batcher", "Database", "DatabaseUnavailable"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 A = TypeVar("A")
+
+
+# Django's errors for "the database cannot answer": a refused or broken
+# connection, a timeout. Any other database error is about one query.
+OUTAGES: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
 
 class DatabaseUnavailable(Exception):
@@ -51,7 +56,7 @@ def _call(func: Callable[..., T], *args: object, **kwargs: object) -> T:
     close_old_connections()
     try:
         return func(*args, **kwargs)
-    except (OperationalError, InterfaceError) as exc:
+    except OUTAGES as exc:
         raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
     finally:
         close_old_connections()
@@ -109,6 +114,11 @@ class Batcher(Generic[A, T]):
         self.calls += len(batch)
         try:
             results = await self.database.run(self.function, [a for a, _ in batch])
+            if len(results) != len(batch):
+                # Matching them up would give some callers another's result.
+                raise RuntimeError(
+                    f"{len(results)} results for a batch of {len(batch)} calls"
+                )
         except Exception as exc:
             for _, future in batch:
                 if not future.done():

@@ -33,6 +33,7 @@ def check(config: Config, token: str | None = None, out: Callable = print) -> in
             ("SECRET_KEY_FALLBACKS", ",".join(config.secret_key_fallbacks)),
             ("SESAME_KEY", config.sesame.get("SESAME_KEY") or ""),
             ("the password in DATABASE_URL", config.database.get("PASSWORD") or ""),
+            ("a secret in REDIS_URL", config.redis_url),
         ]
         if MASKED in value
     ]

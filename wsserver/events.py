@@ -43,7 +43,7 @@ def parse_event(payload: bytes | str) -> Event:
             raise InvalidEvent(f"not UTF-8: {exc}") from None
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidEvent(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidEvent(f"not a JSON object but {type(data).__name__}")
@@ -59,16 +59,28 @@ def parse_event(payload: bytes | str) -> Event:
     return Event(content_type_id, payload, event_id)
 
 
+# Redis Stream ids are two unsigned 64-bit integers: at most 20 digits each.
+MAX_ID_PART = 2**64 - 1
+MAX_ID_LENGTH = 2 * len(str(MAX_ID_PART)) + 1
+
+
 def event_id_key(event_id: object) -> tuple[int, int] | None:
-    """Make stream ids comparable: "1700000000000-3" -> (1700000000000, 3)."""
-    if not isinstance(event_id, str):
+    """Make stream ids comparable: "1700000000000-3" -> (1700000000000, 3).
+
+    None for anything that is not a Redis Stream id. The length is checked
+    before any conversion: an id of thousands of digits costs nothing.
+    """
+    if not isinstance(event_id, str) or len(event_id) > MAX_ID_LENGTH:
         return None
     milliseconds, dash, sequence = event_id.partition("-")
     if not (dash and milliseconds.isdigit() and sequence.isdigit()):
         return None
     if not (milliseconds.isascii() and sequence.isascii()):
         return None
-    return int(milliseconds), int(sequence)
+    key = int(milliseconds), int(sequence)
+    if key[0] > MAX_ID_PART or key[1] > MAX_ID_PART:
+        return None
+    return key
 
 
 def with_id(payload: bytes, event_id: str) -> bytes:

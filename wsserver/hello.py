@@ -30,7 +30,7 @@ def parse_hello(message: str) -> Hello:
         return Hello(text)
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidHello("not JSON") from None
     if not isinstance(data, dict):
         raise InvalidHello("not a JSON object")

@@ -1,38 +1,64 @@
 """Read the events a resuming client missed from the Redis Stream.
 
 The publisher appends every event to ``<channel>:history`` (bounded) and
-publishes it, atomically. A client that sends a ``last_event_id`` gets the
-entries after it, or is told that some were already trimmed (a gap).
+publishes it, atomically, with the event's content type beside it in the
+entry (field ``ct``), so that replayed events are filtered without parsing
+them. A client that sends a ``last_event_id`` gets the entries after it, up to
+the newest entry when the resume starts, read in chunks; or it is told that
+some are gone (a gap), or that the id is unknown (one the stream never
+reached, e.g. from before Redis lost its data: also a gap).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import AsyncIterator
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from .events import event_id_key, with_id
+from .events import InvalidEvent, event_id_key, parse_event, with_id
 from .logs import mask_url
 
-__all__ = ["History", "HistoryUnavailable", "Missed"]
+__all__ = ["Entry", "History", "HistoryUnavailable", "Replay"]
 
 logger = logging.getLogger("wsserver.history")
 
-CHUNK = 500
+CHUNK = 200
+
+Position = tuple[int, int]
 
 
 class HistoryUnavailable(Exception):
     """Redis could not be read: the client cannot be told what it missed."""
 
 
-@dataclasses.dataclass(slots=True)
-class Missed:
-    """Events after a client's last one, oldest first, and whether some are lost."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Entry:
+    """One missed event: its id, content type (None if unknown) and payload."""
 
-    events: list[tuple[str, bytes]]  # (id, payload with its "id")
+    id: str
+    content_type_id: int | None
+    payload: bytes  # with its "id", as live events have it
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Replay:
+    """What a resume sends: the entries after ``after`` up to ``until``.
+
+    ``until`` is the newest entry when the resume started: live events up to
+    it are the replay's to send, later ones are live. None when nothing is
+    replayed (a gap, or nothing was ever published).
+    """
+
+    after: str
+    until: str | None
     gap: bool
+
+    @property
+    def position(self) -> Position | None:
+        return None if self.until is None else event_id_key(self.until)
 
 
 class History:
@@ -44,39 +70,94 @@ class History:
             url, socket_timeout=5, socket_connect_timeout=5
         )
 
-    async def after(self, last_event_id: str) -> Missed:
-        """The events after ``last_event_id``, at most ``limit`` of them."""
+    async def plan(self, last_event_id: str) -> Replay:
+        """Decide what a client that last saw ``last_event_id`` is sent."""
         last = event_id_key(last_event_id)
         assert last is not None
         try:
             try:
                 info = await self._client.xinfo_stream(self.key)
             except ResponseError:  # no such key: no history at all
-                return Missed([], gap=True)
-            gap = _trimmed_after(info, last)
-            events: list[tuple[str, bytes]] = []
-            start = f"({last_event_id}"
-            while not gap:
-                entries = await self._client.xrange(self.key, start, "+", count=CHUNK)
-                for entry_id, fields in entries:
-                    event_id = entry_id.decode()
-                    events.append((event_id, with_id(fields[b"event"], event_id)))
-                if len(events) > self.limit:
-                    # More than the history holds: tell the client to reload.
-                    return Missed([], gap=True)
-                if len(entries) < CHUNK:
-                    break
-                start = f"({entries[-1][0].decode()}"
+                return Replay(last_event_id, None, gap=True)
+            newest = _text(info.get("last-generated-id") or b"0-0")
+            newest_key = event_id_key(newest)
+            if newest_key is None or last > newest_key:
+                # An id this stream never gave: the client must reload.
+                return Replay(last_event_id, None, gap=True)
+            if last == newest_key:
+                return Replay(last_event_id, newest, gap=False)
+            if _trimmed_after(info, last) or await self._more_than_limit(info, last):
+                return Replay(last_event_id, None, gap=True)
+            return Replay(last_event_id, newest, gap=False)
         except (RedisError, OSError) as exc:
-            logger.warning("History unavailable at %s: %s", mask_url(self.url), exc)
-            raise HistoryUnavailable(str(exc)) from exc
-        return Missed([] if gap else events, gap)
+            raise self._unavailable(exc) from exc
+
+    async def entries(self, replay: Replay) -> AsyncIterator[list[Entry]]:
+        """The replay's entries, oldest first, ``CHUNK`` at a time."""
+        if replay.until is None:
+            return
+        start = f"({replay.after}"
+        while True:
+            try:
+                raw = await self._client.xrange(
+                    self.key, start, replay.until, count=CHUNK
+                )
+            except (RedisError, OSError) as exc:
+                raise self._unavailable(exc) from exc
+            if not raw:
+                return
+            yield [_entry(entry_id, fields) for entry_id, fields in raw]
+            if len(raw) < CHUNK:
+                return
+            start = f"({raw[-1][0].decode()}"
+
+    async def _more_than_limit(self, info: dict, last: Position) -> bool:
+        """Whether more than ``limit`` entries follow ``last``.
+
+        The stream is trimmed approximately, so it may hold a little more
+        than the limit: find the oldest entry within the newest ``limit``,
+        reading the fewer entries of the two ends.
+        """
+        length = info.get("length", 0)
+        excess = length - self.limit
+        if excess <= 0:
+            return False
+        if self.limit == 0:
+            return True
+        if excess <= self.limit:
+            older = await self._client.xrange(self.key, "-", "+", count=excess)
+        else:
+            older = await self._client.xrevrange(
+                self.key, "+", "-", count=self.limit + 1
+            )
+        if not older:
+            return False
+        boundary = event_id_key(older[-1][0].decode())
+        return boundary is not None and last < boundary
+
+    def _unavailable(self, exc: Exception) -> HistoryUnavailable:
+        logger.warning("History unavailable at %s: %s", mask_url(self.url), exc)
+        return HistoryUnavailable(str(exc))
 
     async def close(self) -> None:
         await self._client.aclose()
 
 
-def _trimmed_after(info: dict, last: tuple[int, int]) -> bool:
+def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+    event_id = entry_id.decode()
+    event = fields.get(b"event", b"")
+    content_type = fields.get(b"ct")
+    if content_type is not None and content_type.isdigit() and len(content_type) < 20:
+        content_type_id: int | None = int(content_type)
+    else:  # written before the publisher stored it, or by other code
+        try:
+            content_type_id = parse_event(event).content_type_id
+        except InvalidEvent:
+            content_type_id = None
+    return Entry(event_id, content_type_id, with_id(event, event_id))
+
+
+def _trimmed_after(info: dict, last: Position) -> bool:
     """Whether entries after ``last`` may be missing from the stream.
 
     Trimming removes the oldest entries: while the client's last event is

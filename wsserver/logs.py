@@ -44,14 +44,61 @@ def configure_logging(level: str, format: str = "text") -> None:
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.root.level))
 
 
-def mask_url(url: str) -> str:
-    """Hide the password in a URL so it can be logged."""
+def mask_url(url: str, mask: str = "***") -> str:
+    """Hide the secrets in a URL so it can be logged or printed.
+
+    The password becomes ``mask``, and so does the value of every query
+    parameter whose name looks secret (password=, token=, api_key=...); the
+    rest of the URL stays readable. A password with an unescaped "/", "?",
+    "#" or "@" makes the URL's parts shift: then everything up to the last
+    "@" is hidden.
+    """
+    # A query parameter whose name contains one of these holds a secret, e.g.
+    # password, passwd, sslpassword, pwd, client_secret, access_token, api_key,
+    # sslkey, auth, credentials, signature.
+    secret_words = (
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "key",
+        "auth",
+        "credential",
+        "sig",
+    )
+
+    def masked_parameter(parameter: str) -> str:
+        name, equals, value = parameter.partition("=")
+        lowered = urllib.parse.unquote_plus(name).lower()
+        if equals and value and any(word in lowered for word in secret_words):
+            return f"{name}={mask}"
+        return parameter
+
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
-    if parts.password is None:
+    netloc = parts.netloc
+    after_netloc = url[url.index("//") + 2 + len(netloc) :] if netloc else ""
+    if netloc and ("@" in parts.path or ("@" not in netloc and "@" in after_netloc)):
+        # "redis://:pass/word@host/0": urlsplit sees the host ":pass" and the
+        # path "/word@host/0". What follows the last "@" is the real host on.
+        return mask_url(f"{parts.scheme}://{mask}@{url.rsplit('@', 1)[1]}", mask)
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:{mask}@{host}"
+    query = "&".join(masked_parameter(p) for p in parts.query.split("&"))
+    if netloc == parts.netloc and query == parts.query:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    # Not urlunsplit(), which would drop the empty netloc of "unix:///path".
+    slashes = url[len(parts.scheme) + 1 :].startswith("//")
+    return "".join(
+        [
+            f"{parts.scheme}:",
+            f"//{netloc}" if slashes else "",
+            parts.path,
+            f"?{query}" if query else "",
+            f"#{parts.fragment}" if parts.fragment else "",
+        ]
+    )

@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .events import event_id_key
+
 if TYPE_CHECKING:
     from .server import Sidecar
 
@@ -31,6 +33,8 @@ class Metrics:
     def __init__(self) -> None:
         self.authentications: Tally[str] = Tally()
         self.events: Tally[str] = Tally()
+        self.handshakes_refused: Tally[str] = Tally()
+        self.task_restarts: Tally[str] = Tally()
         self.revocations = 0
         self.registry = CollectorRegistry()
         self.delay = Histogram(
@@ -43,11 +47,9 @@ class Metrics:
 
     def observe_delay(self, event_id: str | None, now: Callable[[], float] = time.time):
         """Record publication-to-broadcast delay; ids carry Redis' clock in ms."""
-        if event_id is None:
-            return
-        milliseconds, _, _ = event_id.partition("-")
-        if milliseconds.isdigit():
-            self.delay.observe(max(0.0, now() - int(milliseconds) / 1000))
+        key = event_id_key(event_id)
+        if key is not None:
+            self.delay.observe(max(0.0, now() - key[0] / 1000))
 
     def register(self, sidecar: Sidecar) -> None:
         self.registry.register(_SidecarCollector(sidecar, self))
@@ -86,9 +88,34 @@ class _SidecarCollector(Collector):
             "Messages received from the Redis channel, by outcome.",
             labels=["outcome"],
         )
-        for outcome in ("routed", "invalid"):
-            events.add_metric([outcome], metrics.events[outcome])
+        events.add_metric(["routed"], metrics.events["routed"])
+        # Messages whose handler failed were skipped too (see wsserver.bus).
+        invalid = metrics.events["invalid"] + sidecar.subscriber.handler_errors
+        events.add_metric(["invalid"], invalid)
         yield events
+        yield GaugeMetricFamily(
+            "wsserver_authenticating",
+            "Connections whose handshake is done and whose token is not decided "
+            "yet (limited by WS_MAX_AUTHENTICATING).",
+            value=len(sidecar.admission),
+        )
+        refused = CounterMetricFamily(
+            "wsserver_handshakes_refused",
+            "Handshakes refused with HTTP 503, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(metrics.handshakes_refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
+        restarts = CounterMetricFamily(
+            "wsserver_task_restarts",
+            "Background tasks (subscriber, keepalive, rechecks) restarted after "
+            "a crash.",
+            labels=["task"],
+        )
+        for task, count in sorted(metrics.task_restarts.items()):
+            restarts.add_metric([task], count)
+        yield restarts
         yield CounterMetricFamily(
             "wsserver_deliveries",
             "Events delivered to connections (one per event and recipient).",

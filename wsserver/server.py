@@ -4,6 +4,11 @@ A thin asyncio layer around the routing core. Each connection sends its token
 as its first message; once authenticated it is registered in the
 :class:`~wsserver.routing.Router` and receives every bus event its user may
 see, until it closes.
+
+Nothing shared ever waits on one client: writes, pings and closes return at
+once (see :mod:`wsserver.connection`); only a connection's own coroutine waits
+for it, with a deadline. And nothing is trusted on doubt: a recheck of access
+that fails or times out disconnects the users it could not confirm.
 """
 
 from __future__ import annotations
@@ -13,27 +18,33 @@ import contextlib
 import http
 import json
 import logging
+import random
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from prometheus_client import start_http_server
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import DATA_OPCODES, CloseCode, Frame
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
-from websockets.protocol import Event, State
 
+from .access import AccessChanges, affected_users
 from .bus import Subscriber
 from .collector import Collector
-from .control import GroupChanged, InvalidControl, UsersChanged, parse_control
+from .connection import CLOSE_TIMEOUT, SidecarConnection
+from .control import GroupChanged, InvalidControl, parse_control
 from .database import Batcher, Database, DatabaseUnavailable
 from .events import InvalidEvent, event_id_key, parse_event
 from .fanout import Fanout
 from .hello import InvalidHello, parse_hello
-from .history import History, HistoryUnavailable, Missed
+from .history import History, HistoryUnavailable, Replay
+from .keepalive import Keepalive
+from .limits import Admission, Slots, address_key, client_address
 from .metrics import Metrics
+from .resume import Position
 from .routing import Router
 from .wire import control_channel, history_key
 
@@ -46,7 +57,8 @@ __all__ = ["Sidecar"]
 logger = logging.getLogger("wsserver.server")
 
 # Every close the sidecar initiates, in one place (the README's table).
-# 1011: get a new token. 1012, 1013: reconnect later. 1008: do not reconnect.
+# 1011: get a new token. 1012, 1013, 1000: reconnect later. 1008: do not
+# reconnect.
 AUTHENTICATION_FAILED = (CloseCode.INTERNAL_ERROR, "authentication failed")
 AUTHENTICATION_TIMEOUT = (CloseCode.POLICY_VIOLATION, "authentication timeout")
 TOO_MANY_CONNECTIONS = (CloseCode.POLICY_VIOLATION, "too many connections")
@@ -55,39 +67,24 @@ CLIENT_TOO_SLOW = (CloseCode.TRY_AGAIN_LATER, "client too slow")
 SERVER_RESTART = (CloseCode.SERVICE_RESTART, "server restarting")
 ACCESS_REVOKED = (CloseCode.POLICY_VIOLATION, "access revoked")
 KEEPALIVE_TIMEOUT = (CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+CONNECTION_EXPIRED = (CloseCode.NORMAL_CLOSURE, "connection expired")
+INTERNAL_ERROR = (CloseCode.INTERNAL_ERROR, "internal error")
 
 READINESS_CACHE_SECONDS = 2.0
-# Keepalive pings sent before the event loop gets to run something else.
-PINGS_PER_STEP = 100
-# How long a client that stopped reading gets to complete the closing
-# handshake before its connection is aborted.
-SLOW_CLOSE_TIMEOUT = 5.0
 # How long an access change may take to recheck before the users concerned
 # are disconnected (to reconnect and authenticate again) rather than trusted.
 RECHECK_TIMEOUT = 5.0
+# Users rechecked with one query by periodic rechecks.
+RECHECK_BATCH = 500
+# Bytes of missed events queued at once by a resume, before it waits for the
+# client to read them.
+REPLAY_WRITE_SIZE = 64 * 1024
+# A background task that crashed is restarted after this delay.
+RESTART_DELAY = 1.0
 
 
 # Shared by every connection once its handshake is done (never modified).
 NO_HEADERS = Headers()
-
-
-class SidecarConnection(ServerConnection):
-    """A connection that drops every message after the first (the token).
-
-    Clients have nothing to say after their token. Dropping messages as they
-    arrive means that what they send never piles up, and that no coroutine
-    needs to wait on ``recv()`` for the lifetime of each connection.
-    """
-
-    first_message_received = False
-
-    def process_event(self, event: Event) -> None:
-        if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
-            if self.first_message_received:
-                return
-            if event.fin:
-                self.first_message_received = True
-        super().process_event(event)
 
 
 class Sidecar:
@@ -99,7 +96,8 @@ class Sidecar:
         self.config = config
         self.authenticator = authenticator
         self.database = database
-        self.router: Router[ServerConnection] = Router()
+        self.router: Router[SidecarConnection] = Router()
+        self.principals: dict[SidecarConnection, Principal] = {}
         self.fanout = Fanout(
             self.router,
             max_buffer=config.max_buffer,
@@ -112,24 +110,32 @@ class Sidecar:
             self.on_bus_message,
             on_control=self.on_control_message,
             control_channel=control_channel(config.channel),
+            on_subscribed=self.on_resubscribed,
         )
         self.history = History(
             config.redis_url, history_key(config.channel), config.history_size
         )
-        self.principals: dict[ServerConnection, Principal] = {}
         self.authentications = Batcher(
             database,
             authenticator.authenticate_many,
             concurrency=config.db_threads,
         )
+        self.admission = Admission(
+            config.max_authenticating, config.max_authenticating_per_address
+        )
+        self.replays = Slots(config.max_replays, config.max_replays_per_user)
+        self.changes = AccessChanges()
+        self.keepalive = Keepalive(
+            lambda: self.server.connections if self.server is not None else (),
+            interval=config.ping_interval,
+            timeout=config.ping_timeout,
+            on_stalled=self.abort_stalled_client,
+            on_expired=self.close_expired,
+            on_no_pong=self.close_unresponsive,
+        )
         self.collector = Collector()
         self.metrics = Metrics()
         self.metrics.register(self)
-        # Access changes, counted, so that a connection whose authentication
-        # overlapped one is rechecked (it may have read the old rows).
-        self._changes = 0
-        self._user_changes: dict[str, int] = {}
-        self._group_change = 0
         self.server: Server | None = None
         self.slow_closes = 0
         self._database_ready = (float("-inf"), False)
@@ -149,7 +155,7 @@ class Sidecar:
         self.metrics.observe_delay(event.id)
         self.fanout.submit(event)
 
-    def on_control_message(self, payload: bytes):
+    def on_control_message(self, payload: bytes) -> Awaitable[None] | None:
         """Recheck the connected users whose access changed.
 
         Returns an awaitable when there is work to do: the subscriber waits
@@ -158,79 +164,87 @@ class Sidecar:
         try:
             change = parse_control(payload)
         except InvalidControl as exc:
+            self.metrics.events["invalid"] += 1
             logger.warning("Skipped a control message: %s: %.100r", exc, payload)
             return None
-        self._note_change(change)
-        connected = set(self.router.users())
-        if isinstance(change, GroupChanged):
-            if not connected:
-                return None
-            group_id = change.group_id
-
-            def recheck():
-                members = self.authenticator.group_members(group_id) & connected
-                return self.authenticator.reauthenticate(members)
-
-            return self._recheck(recheck, f"group {group_id}", set())
-        user_ids = change.user_ids & connected
-        if not user_ids:
+        self.changes.note(change)
+        users = affected_users(change, self.router.users(), self.principals.values())
+        if not users:
             return None
-        return self._recheck(
-            lambda: self.authenticator.reauthenticate(user_ids),
-            f"users {', '.join(sorted(user_ids))}",
-            user_ids,
-        )
-
-    def _note_change(self, change: UsersChanged | GroupChanged) -> None:
-        self._changes += 1
-        if isinstance(change, GroupChanged) or len(self._user_changes) > 10_000:
-            self._user_changes.clear()
-            self._group_change = self._changes
+        if isinstance(change, GroupChanged):
+            why = f"a change of group {change.group_id}"
         else:
-            for user_id in change.user_ids:
-                self._user_changes[user_id] = self._changes
+            why = f"a change of user(s) {', '.join(sorted(users)[:10])}"
+        return self.recheck(users, why)
 
-    def _changed_since(self, user_id: str, count: int) -> bool:
-        return max(self._group_change, self._user_changes.get(user_id, 0)) > count
+    def on_resubscribed(self) -> None:
+        """Control messages may have been lost while Redis was away."""
+        self._spawn(self.recheck_everyone("resubscribed to Redis"))
 
-    async def _recheck(self, work, what: str, user_ids: set[str]) -> None:
+    async def recheck_everyone(self, why: str) -> None:
+        """Recheck every connected user, a batch of users per query."""
+        users = sorted(self.router.users(), key=str)
+        for start in range(0, len(users), RECHECK_BATCH):
+            await self.recheck(set(users[start : start + RECHECK_BATCH]), why)
+
+    async def recheck(self, user_ids: set[str], why: str) -> None:
+        """Reload these users' access and apply it; disconnect, with 1013,
+        those it could not confirm."""
+        since = self.changes.count
         try:
             async with asyncio.timeout(RECHECK_TIMEOUT):
-                principals = await self.database.run(work)
-        except (DatabaseUnavailable, TimeoutError) as exc:
+                principals = await self.database.run(
+                    self.authenticator.reauthenticate, sorted(user_ids)
+                )
+        except Exception as exc:
             # Access may have been revoked and cannot be checked: disconnect
             # the users concerned; they authenticate again when they can.
-            logger.warning("Cannot recheck %s: %s", what, exc or "timeout")
+            reason = _reason(exc)
+            (logger.warning if _is_outage(exc) else logger.exception)(
+                "Cannot recheck %d user(s) after %s (%s): disconnecting them with 1013",
+                len(user_ids),
+                why,
+                reason,
+            )
             for user_id in user_ids:
                 for connection in self.router.connections_of(user_id):
                     self._disconnect(connection, TRY_AGAIN_LATER)
             return
-        for user_id, principal in principals.items():
-            self._apply(user_id, principal)
+        for user_id in user_ids:
+            if self.changes.changed_since(user_id, since):
+                continue  # read before a newer change: its own recheck decides
+            self._apply(user_id, principals.get(user_id))
 
     def _apply(self, user_id: str, principal: Principal | None) -> None:
         for connection in self.router.connections_of(user_id):
             previous = self.principals.get(connection)
-            revoked = principal is None or (
+            if principal is None or (
                 previous is not None and previous.credentials != principal.credentials
-            )
-            if revoked:
+            ):
                 logger.info(
                     "Connection %s: access revoked for user %s", connection.id, user_id
                 )
                 self.metrics.revocations += 1
                 self._disconnect(connection, ACCESS_REVOKED)
             else:
-                assert principal is not None
                 self.router.update(connection, principal.permissions)
                 self.principals[connection] = principal
 
-    def _disconnect(self, connection: ServerConnection, close: tuple[int, str]) -> None:
+    # Closing connections: none of these waits
+
+    def _unregister(self, connection: SidecarConnection) -> None:
+        """Stop routing anything to a connection."""
         self.router.remove(connection)
         self.fanout.forget(connection)
-        self._spawn(_close_or_abort(connection, *close))
+        self.principals.pop(connection, None)
 
-    def close_slow_client(self, connection: ServerConnection) -> None:
+    def _disconnect(
+        self, connection: SidecarConnection, close: tuple[int, str]
+    ) -> None:
+        self._unregister(connection)
+        connection.close_soon(*close)
+
+    def close_slow_client(self, connection: SidecarConnection) -> None:
         """Close a connection that stopped reading; abort it if that hangs."""
         self.slow_closes += 1
         logger.warning(
@@ -238,59 +252,96 @@ class Sidecar:
             connection.id,
             connection.transport.get_write_buffer_size(),
         )
-        self._spawn(_close_or_abort(connection, *CLIENT_TOO_SLOW))
+        self._disconnect(connection, CLIENT_TOO_SLOW)
 
-    def _spawn(self, coroutine) -> None:
-        task = asyncio.create_task(coroutine)
+    def abort_stalled_client(self, connection: SidecarConnection) -> None:
+        """Abort a connection whose output has not drained for WS_PING_TIMEOUT."""
+        self.slow_closes += 1
+        logger.warning(
+            "Connection %s aborted: its output has not drained for %g s "
+            "(%d bytes pending)",
+            connection.id,
+            self.config.ping_timeout,
+            connection.transport.get_write_buffer_size(),
+        )
+        self._unregister(connection)
+        connection.abort()
+
+    def close_unresponsive(self, connection: SidecarConnection) -> None:
+        logger.info("Connection %s: no pong in time", connection.id)
+        self._disconnect(connection, KEEPALIVE_TIMEOUT)
+
+    def close_expired(self, connection: SidecarConnection) -> None:
+        logger.info("Connection %s: reached WS_MAX_CONNECTION_AGE", connection.id)
+        self._disconnect(connection, CONNECTION_EXPIRED)
+
+    def _refuse(
+        self, connection: SidecarConnection, result: str, close: tuple[int, str]
+    ) -> None:
+        self.metrics.authentications[result] += 1
+        connection.close_soon(*close)
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
     # Connections
 
-    async def handler(self, connection: ServerConnection) -> None:
+    async def handler(self, connection: SidecarConnection) -> None:
         # This coroutine lives as long as the connection: it holds little.
         opened = time.monotonic()
         # The handshake's headers are of no further use: drop them (browsers'
         # cookies included, they are kilobytes per connection).
         connection.request.headers = connection.response.headers = NO_HEADERS
-        registered = await self._register(connection)
-        if registered is None:
-            return
-        user_id, last_event_id = registered
-        del registered
+        principal = None
         try:
+            try:
+                registered = await self._register(connection)
+            finally:
+                self._release_admission(connection)
+            if registered is None:
+                return
+            principal, last_event_id = registered
+            del registered
             if last_event_id is not None:
-                await self._resume(connection, last_event_id)
+                await self._resume(connection, principal.user_id, last_event_id)
                 del last_event_id
             # What clients send after their first message is dropped as it
             # arrives (see SidecarConnection): wait for the end.
             await connection.wait_closed()
         except ConnectionClosed:
             pass
+        except Exception:
+            # websockets would close with 1011 itself, but its close() waits
+            # for a client that stopped reading, forever.
+            logger.exception("Connection %s: unexpected error", connection.id)
+            connection.close_soon(*INTERNAL_ERROR)
         finally:
-            self.router.remove(connection)
-            self.fanout.forget(connection)
-            self.principals.pop(connection, None)
-            logger.info(
-                "Connection %s closed for user %s after %.1f s: %s",
-                connection.id,
-                user_id,
-                time.monotonic() - opened,
-                connection.close_code,
-            )
+            self._unregister(connection)
+            if principal is not None:
+                logger.info(
+                    "Connection %s closed for user %s after %.1f s: %s",
+                    connection.id,
+                    principal.user_id,
+                    time.monotonic() - opened,
+                    connection.close_code,
+                )
 
     async def _register(
-        self, connection: ServerConnection
-    ) -> tuple[str, str | None] | None:
+        self, connection: SidecarConnection
+    ) -> tuple[Principal, str | None] | None:
         """Authenticate a connection and route events to it.
 
-        Returns its user id and the event id to resume after, or None when
-        the connection was refused (and closed).
+        Returns its principal and the event id to resume after, or None when
+        the connection was refused (and is closing).
         """
         authenticated = await self._authenticate(connection)
         if authenticated is None:
             return None
-        principal, hello, changes = authenticated
+        principal, last_event_id = authenticated
+        if not connection.is_open:  # closed during authentication
+            return None
         user_connections = self.router.connections_of(principal.user_id)
         if len(user_connections) >= self.config.max_connections_per_user:
             logger.warning(
@@ -299,41 +350,39 @@ class Sidecar:
                 principal.user_id,
                 len(user_connections),
             )
-            self.metrics.authentications["limited"] += 1
-            await connection.close(*TOO_MANY_CONNECTIONS)
+            self._refuse(connection, "limited", TOO_MANY_CONNECTIONS)
             return None
         self.metrics.authentications["success"] += 1
         self.router.add(connection, principal.user_id, principal.permissions)
         self.principals[connection] = principal
-        self.collector.opened()
-        if self._changed_since(principal.user_id, changes):
-            user_ids = {principal.user_id}
-            self._spawn(
-                self._recheck(
-                    lambda: self.authenticator.reauthenticate(user_ids),
-                    f"user {principal.user_id}",
-                    user_ids,
-                )
+        if self.config.max_connection_age:
+            # Spread over the last tenth of the age: clients that connected
+            # together (after a restart) do not all reconnect together.
+            connection.expires_at = connection.loop.time() + (
+                self.config.max_connection_age * random.uniform(0.9, 1.0)
             )
+        self.collector.opened()
         logger.info(
             "Connection %s opened for user %s", connection.id, principal.user_id
         )
-        return principal.user_id, hello.last_event_id
+        return principal, last_event_id
 
-    async def _authenticate(self, connection: ServerConnection):
+    async def _authenticate(
+        self, connection: SidecarConnection
+    ) -> tuple[Principal, str | None] | None:
+        """The first message's principal and resume position, confirmed
+        against every access change that overlapped it; or None, refused."""
         deadline = asyncio.get_running_loop().time() + self.config.auth_timeout
         try:
             async with asyncio.timeout_at(deadline):
                 token = await connection.recv()
         except TimeoutError:
-            self.metrics.authentications["timeout"] += 1
-            await connection.close(*AUTHENTICATION_TIMEOUT)
+            self._refuse(connection, "timeout", AUTHENTICATION_TIMEOUT)
             return None
         except ConnectionClosed:  # includes a first frame over max_size: 1009
             return None
         if not isinstance(token, str):
-            self.metrics.authentications["failure"] += 1
-            await connection.close(*AUTHENTICATION_FAILED)
+            self._refuse(connection, "failure", AUTHENTICATION_FAILED)
             return None
         try:
             hello = parse_hello(token)
@@ -341,78 +390,145 @@ class Sidecar:
             logger.info(
                 "Connection %s sent an invalid first message: %s", connection.id, exc
             )
-            self.metrics.authentications["failure"] += 1
-            await connection.close(*AUTHENTICATION_FAILED)
+            self._refuse(connection, "failure", AUTHENTICATION_FAILED)
             return None
-        changes = self._changes
+        del token
+        since = self.changes.count
         try:
             async with asyncio.timeout_at(deadline):
                 principal = await self.authentications.call(hello.token)
+                # The query may have read rows that a change then replaced:
+                # confirm before routing anything (not after).
+                while principal is not None and self.changes.changed_since(
+                    principal.user_id, since
+                ):
+                    since = self.changes.count
+                    confirmed = await self.database.run(
+                        self.authenticator.reauthenticate, [principal.user_id]
+                    )
+                    principal = _same_credentials(
+                        principal, confirmed.get(principal.user_id)
+                    )
         except (DatabaseUnavailable, TimeoutError) as exc:
             logger.warning(
                 "Database unavailable, connection %s told to retry: %s",
                 connection.id,
-                exc or "timeout",
+                _reason(exc),
             )
-            self.metrics.authentications["unavailable"] += 1
-            await connection.close(*TRY_AGAIN_LATER)
+            self._refuse(connection, "unavailable", TRY_AGAIN_LATER)
             return None
         except Exception:
             logger.exception("Authentication crashed for connection %s", connection.id)
-            self.metrics.authentications["failure"] += 1
-            await connection.close(*AUTHENTICATION_FAILED)
+            self._refuse(connection, "failure", AUTHENTICATION_FAILED)
             return None
         if principal is None:
             logger.info("Authentication failed for connection %s", connection.id)
-            self.metrics.authentications["failure"] += 1
-            await connection.close(*AUTHENTICATION_FAILED)
+            self._refuse(connection, "failure", AUTHENTICATION_FAILED)
             return None
-        return principal, hello, changes
+        return principal, hello.last_event_id
 
-    async def _resume(self, connection: ServerConnection, last_event_id: str) -> None:
+    def _release_admission(self, connection: SidecarConnection) -> None:
+        if connection.admission is not None:
+            self.admission.release(connection.admission)
+            connection.admission = None
+
+    # Resuming
+
+    async def _resume(
+        self, connection: SidecarConnection, user_id: str, last_event_id: str
+    ) -> None:
         """Send the events missed since ``last_event_id``, then live ones.
 
         Live events are held from before the history is read until the replay
         is done; those the replay already included are dropped by id, so there
         is no gap and no duplicate. Replayed events are filtered with the
-        user's permissions as they are now.
+        user's permissions as they are now. The whole resume, waiting for its
+        turn included, has WS_REPLAY_TIMEOUT; its writes, the same buffer
+        bound as live events.
         """
         self.fanout.hold(connection)
         try:
-            try:
-                missed = await self.history.after(last_event_id)
-            except HistoryUnavailable:
-                missed = Missed([], gap=True)
-            if missed.gap:
-                await connection.send(
-                    json.dumps({"type": "resume_gap", "last_event_id": last_event_id})
-                )
-            position = event_id_key(last_event_id)
-            for event_id, payload in missed.events:
-                position = event_id_key(event_id)
-                if connection not in self.router:  # revoked meanwhile
-                    break
-                try:
-                    event = parse_event(payload)
-                except InvalidEvent:
-                    continue
-                if self.router.permissions(connection).allows(event.content_type_id):
-                    await connection.send(payload, text=True)
-            while held := self.fanout.take_held(connection):
-                for event in held:
-                    key = event_id_key(event.id)
-                    if key is None or key > position:
-                        await connection.send(event.payload, text=True)
+            async with asyncio.timeout(self.config.replay_timeout):
+                async with self.replays.taken(user_id):
+                    position = await self._replay(connection, last_event_id)
+                    while held := self.fanout.take_held(connection):
+                        payloads = [
+                            event.payload
+                            for event in held
+                            if _after(event.id, position)
+                        ]
+                        if not await self._send(connection, payloads):
+                            break
+        except TimeoutError:
+            stalled = connection.paused_at is not None
+            logger.warning(
+                "Connection %s: resume not done within WS_REPLAY_TIMEOUT (%s)",
+                connection.id,
+                "the client is not reading" if stalled else "waiting for its turn",
+            )
+            self._disconnect(
+                connection, CLIENT_TOO_SLOW if stalled else TRY_AGAIN_LATER
+            )
+        except HistoryUnavailable:
+            self._disconnect(connection, TRY_AGAIN_LATER)
         except BaseException:
             self.fanout.forget(connection)
             raise
         else:
             self.fanout.release(connection, position)
 
+    async def _replay(
+        self, connection: SidecarConnection, last_event_id: str
+    ) -> Position | None:
+        """Send the missed events the user may see now; return the position
+        the replay covers (None: nothing was replayed)."""
+        try:
+            replay = await self.history.plan(last_event_id)
+        except HistoryUnavailable:
+            replay = Replay(last_event_id, None, gap=True)
+        if replay.gap:
+            gap = {"type": "resume_gap", "last_event_id": last_event_id}
+            await self._send(connection, [json.dumps(gap).encode()])
+        async for entries in self.history.entries(replay):
+            if connection not in self.router:  # revoked, or too slow, meanwhile
+                return replay.position
+            permissions = self.router.permissions(connection)
+            payloads = [
+                entry.payload
+                for entry in entries
+                if entry.content_type_id is not None
+                and permissions.allows(entry.content_type_id)
+            ]
+            if not await self._send(connection, payloads):
+                return replay.position
+        return replay.position
+
+    async def _send(self, connection: SidecarConnection, payloads: list[bytes]) -> bool:
+        """Queue events for one connection, a few at a time, waiting for it to
+        read them in between; False once it is closing."""
+        batch: list[bytes] = []
+        size = 0
+        limit = min(REPLAY_WRITE_SIZE, self.config.max_buffer // 2)
+        for payload in [*payloads, None]:
+            if payload is not None:
+                batch.append(payload)
+                size += len(payload)
+                if size < limit:
+                    continue
+            if batch and not self.fanout.write(connection, batch):
+                return False
+            batch, size = [], 0
+            if connection.paused_at is not None:
+                try:
+                    await connection.drain()
+                except Exception:
+                    return False
+        return connection.is_open
+
     # HTTP endpoints on the WebSocket port
 
     async def process_request(
-        self, connection: ServerConnection, request: Request
+        self, connection: SidecarConnection, request: Request
     ) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
@@ -422,12 +538,26 @@ class Sidecar:
         assert self.server is not None
         # all_connections counts open connections, not this handshake.
         if len(self.server.all_connections) >= self.config.max_connections:
-            return connection.respond(
-                http.HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n"
+            return self._unavailable(connection, "too many connections")
+        address = address_key(
+            client_address(
+                connection.remote_address[0],
+                request.headers.get("X-Forwarded-For"),
+                self.config.trusted_proxies,
             )
+        )
+        refusal = self.admission.admit(address)
+        if refusal is not None:
+            logger.info("Handshake from %s refused: %s", address, refusal)
+            return self._unavailable(connection, refusal)
+        connection.admission = address
         return None
 
-    async def _readiness(self, connection: ServerConnection) -> Response:
+    def _unavailable(self, connection: SidecarConnection, reason: str) -> Response:
+        self.metrics.handshakes_refused[reason] += 1
+        return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, reason + "\n")
+
+    async def _readiness(self, connection: SidecarConnection) -> Response:
         problems = []
         if not self.subscriber.subscribed:
             problems.append("not subscribed to Redis")
@@ -478,10 +608,11 @@ class Sidecar:
             origins=[*config.allowed_origins, None] if config.allowed_origins else None,
             compression=config.compression,
             process_request=self.process_request,
-            # One keepalive loop for every connection (see _keepalive) rather
-            # than a task per connection: it saves memory per connection.
+            # One keepalive loop for every connection (see wsserver.keepalive)
+            # rather than a task per connection: it saves memory per connection.
             ping_interval=None,
             ping_timeout=None,
+            close_timeout=CLOSE_TIMEOUT,
             max_size=config.max_message_size,
             max_queue=4,
             server_header=None,
@@ -502,8 +633,16 @@ class Sidecar:
             )
         else:
             logger.info("Metrics are off: set WS_METRICS_PORT to serve them")
-        subscriber = asyncio.create_task(self.subscriber.run(), name="subscriber")
-        keepalive = asyncio.create_task(self._keepalive(), name="keepalive")
+        tasks = [
+            asyncio.create_task(self._supervised("subscriber", self.subscriber.run)),
+            asyncio.create_task(self._supervised("keepalive", self.keepalive.run)),
+        ]
+        if config.recheck_interval:
+            tasks.append(
+                asyncio.create_task(
+                    self._supervised("periodic rechecks", self._recheck_periodically)
+                )
+            )
         logger.info("Listening on ws://%s:%d/", config.host, config.port)
         try:
             await stop
@@ -512,54 +651,51 @@ class Sidecar:
                 loop.remove_signal_handler(signum)
             await self.shutdown()
             self.collector.stop()
-            for task in (subscriber, keepalive):
+            for task in [*tasks, *self._background]:
                 task.cancel()
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.history.close()
 
+    async def _supervised(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run a background loop forever: if it crashes, log it and start it
+        again, so that the process never runs on without it."""
+        while True:
+            try:
+                await run()
+            except Exception:
+                self.metrics.task_restarts[name] += 1
+                logger.exception("The %s task crashed: restarting it", name)
+            else:
+                return
+            await asyncio.sleep(RESTART_DELAY)
+
+    async def _recheck_periodically(self) -> None:
+        interval = self.config.recheck_interval
+        assert interval is not None
+        while True:
+            await asyncio.sleep(interval * random.uniform(0.9, 1.1))
+            await self.recheck_everyone("the periodic recheck")
+
     def _connection_class(self) -> type[SidecarConnection]:
         """Connections that report their opening and closing to the collector."""
         collector, router = self.collector, self.router
+        release = self._release_admission
 
         class Connection(SidecarConnection):
+            max_buffer = self.config.max_buffer
+
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 super().connection_made(transport)
                 collector.opened()
 
             def connection_lost(self, exc: Exception | None) -> None:
                 super().connection_lost(exc)
+                release(self)  # a handshake that never reached the handler
                 collector.closed(len(router))
 
         return Connection
-
-    async def _keepalive(self) -> None:
-        """Ping every connection each WS_PING_INTERVAL; close those that don't pong.
-
-        As websockets' own keepalive, which would run one task per connection.
-        """
-        interval, timeout = self.config.ping_interval, self.config.ping_timeout
-        if not interval:
-            return
-        assert self.server is not None
-        while True:
-            await asyncio.sleep(interval)
-            waiting = []
-            for number, connection in enumerate(list(self.server.connections)):
-                if number % PINGS_PER_STEP == 0:
-                    # Let events through: 10,000 pings take ~100 ms of writes.
-                    await asyncio.sleep(0)
-                if connection.protocol.state is not State.OPEN:
-                    continue
-                with contextlib.suppress(ConnectionClosed):
-                    waiting.append((connection, await connection.ping()))
-            if not timeout or not waiting:
-                continue
-            await asyncio.sleep(timeout)
-            for connection, pong in waiting:
-                if not pong.done() and connection.protocol.state is State.OPEN:
-                    logger.info("Connection %s: no pong in time", connection.id)
-                    self._spawn(_close_or_abort(connection, *KEEPALIVE_TIMEOUT))
 
     async def shutdown(self) -> None:
         """Close every connection with 1012, aborting those that hang."""
@@ -567,31 +703,54 @@ class Sidecar:
         if server is None:
             return
         logger.info("Shutting down: closing %d connections", len(server.connections))
-        server.close(True, *SERVER_RESTART)
+        timeout = self.config.shutdown_timeout
+        for connection in list(server.connections):
+            # Aborted below once the timeout is over, if not closed by then.
+            connection.close_soon(*SERVER_RESTART, timeout=timeout + 1)
+        server.close(close_connections=False)
         try:
-            async with asyncio.timeout(self.config.shutdown_timeout):
+            async with asyncio.timeout(timeout):
                 await server.wait_closed()
         except TimeoutError:
-            # Clients that stopped reading hold close() until their buffer
-            # drains, which may be never.
+            # Clients that stopped reading never read the close frame.
             stragglers = list(server.all_connections)
             logger.warning(
                 "Aborting %d connections that did not close in time", len(stragglers)
             )
             for connection in stragglers:
-                connection.transport.abort()
+                connection.abort()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1):
                     await server.wait_closed()
         logger.info("Shut down")
 
 
-async def _close_or_abort(connection: ServerConnection, code: int, reason: str) -> None:
-    try:
-        async with asyncio.timeout(SLOW_CLOSE_TIMEOUT):
-            await connection.close(code, reason)
-    except TimeoutError:
-        connection.transport.abort()
+def _after(event_id: str | None, position: Position | None) -> bool:
+    """Whether a live event is past what a replay covered (so not sent twice)."""
+    if position is None:
+        return True
+    key = event_id_key(event_id)
+    return key is None or key > position
+
+
+def _same_credentials(
+    principal: Principal, confirmed: Principal | None
+) -> Principal | None:
+    """The confirmed principal, unless the token's credentials died meanwhile."""
+    if confirmed is None or confirmed.credentials != principal.credentials:
+        return None
+    return confirmed
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, never empty (a TimeoutError has no message)."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc).strip() or type(exc).__name__
+
+
+def _is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, DatabaseUnavailable | TimeoutError)
 
 
 def _set_result(future: asyncio.Future[None]) -> None:

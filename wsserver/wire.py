@@ -5,7 +5,15 @@ Django-free, so that the sidecar, the publisher app and tests share it.
 
 from __future__ import annotations
 
-__all__ = ["PUBLISH_WITH_HISTORY", "control_channel", "history_key"]
+__all__ = [
+    "PUBLISH_WITH_HISTORY",
+    "acl_setuser",
+    "control_channel",
+    "glob_escape",
+    "history_key",
+    "publisher_acl",
+    "sidecar_acl",
+]
 
 
 def control_channel(channel: str) -> str:
@@ -21,9 +29,100 @@ def history_key(channel: str) -> str:
 # Append an event to the history stream and publish it, atomically, with the
 # stream entry's id inserted as the event's first field. KEYS[1]: the stream.
 # ARGV: the event (a JSON object), the stream's approximate maximum length,
-# the channel.
+# the channel, and optionally the event's content type id, kept beside it in
+# the entry (field "ct") so that a resume filters entries without parsing them.
 PUBLISH_WITH_HISTORY = """
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[1])
+local id
+if ARGV[4] then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
+                  'event', ARGV[1], 'ct', ARGV[4])
+else
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[1])
+end
 redis.call('PUBLISH', ARGV[3], '{"id":"' .. id .. '",' .. string.sub(ARGV[1], 2))
 return id
 """
+
+
+# Redis ACL users with the least rights, one for each side. The commands are
+# exactly those redis-py sends for this code: see docs/redis.md.
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a Redis glob pattern that matches only itself.
+
+    ACL key (``~``) and channel (``&``) rules are glob patterns: a channel
+    named ``events*`` must not grant ``events-of-another-site``.
+    """
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+def _connection_rules(db: int, client_setinfo: bool) -> list[str]:
+    # On connecting, redis-py 8 sends HELLO 3 with AUTH (allowed to anyone),
+    # CLIENT MAINT_NOTIFICATIONS and CLIENT SETINFO, whose refusal it ignores,
+    # and SELECT unless the URL's database is 0. Refused, CLIENT SETINFO is
+    # logged in ACL LOG on each connection (Redis 7.2+); Redis 7.0 has no such
+    # command and refuses the rule.
+    rules = []
+    if db:
+        rules.append("+select")
+    if client_setinfo:
+        rules.append("+client|setinfo")
+    return rules
+
+
+def publisher_acl(channel: str, db: int, *, client_setinfo: bool = True) -> list[str]:
+    """The main site's rules: append to and publish on ``channel``, nothing else.
+
+    redis-py runs PUBLISH_WITH_HISTORY as a Script in a pipeline: SCRIPT
+    EXISTS, SCRIPT LOAD when the script is not cached, then EVALSHA. Redis
+    checks the commands, keys and channels of a script against the user who
+    runs it, so XADD and PUBLISH are needed too. EVALSHA's declared key needs
+    read and write rights (``~``, not ``%W~``), yet no command can read it.
+    """
+    return [
+        "resetkeys",
+        f"~{glob_escape(history_key(channel))}",
+        "resetchannels",
+        f"&{glob_escape(channel)}",
+        f"&{glob_escape(control_channel(channel))}",
+        "-@all",
+        "+evalsha",
+        "+script|exists",
+        "+script|load",
+        "+xadd",
+        "+publish",
+        *_connection_rules(db, client_setinfo),
+    ]
+
+
+def sidecar_acl(channel: str, db: int, *, client_setinfo: bool = True) -> list[str]:
+    """The sidecar's rules: subscribe to ``channel`` and read its history.
+
+    SUBSCRIBE to both channels on one connection, PING (the pubsub health
+    check, and ``wsserver check``), and the stream's read commands. It can
+    neither publish nor write, and its key rule is read-only (``%R~``).
+    """
+    return [
+        "resetkeys",
+        f"%R~{glob_escape(history_key(channel))}",
+        "resetchannels",
+        f"&{glob_escape(channel)}",
+        f"&{glob_escape(control_channel(channel))}",
+        "-@all",
+        "+subscribe",
+        "+ping",
+        "+xinfo|stream",
+        "+xrange",
+        "+xrevrange",
+        "+xlen",
+        *_connection_rules(db, client_setinfo),
+    ]
+
+
+def acl_setuser(user: str, password: str, rules: list[str]) -> list[str]:
+    """The ACL SETUSER command that creates ``user``, or replaces all its rights.
+
+    ``reset`` first: on an existing user, ACL SETUSER adds to what it had.
+    """
+    return ["ACL", "SETUSER", user, "reset", "on", f">{password}", *rules]

@@ -57,12 +57,12 @@ def publish_on_commit(entries: Iterable[LogEntry], using: str | None = None) -> 
     The payloads are built now, while the entries' related rows are readable,
     and sent after the commit; outside a transaction they are sent at once.
     """
-    payloads = [serialize(event) for entry in entries if (event := event_for(entry))]
-    if payloads:
-        transaction.on_commit(lambda: publish(payloads), using=using)
+    events = [event for entry in entries if (event := event_for(entry))]
+    if events:
+        transaction.on_commit(lambda: publish(events), using=using)
 
 
-def publish(payloads: list[str]) -> bool:
+def publish(events: list[dict]) -> bool:
     """Send events to the channel; a Redis failure is logged, never raised.
 
     The change is already committed: failing the admin's request would not undo
@@ -73,18 +73,20 @@ def publish(payloads: list[str]) -> bool:
     try:
         redis_client = client()
         with redis_client.pipeline(transaction=False) as pipeline:
-            for payload in payloads:
+            for event in events:
+                payload = serialize(event)
                 if history_size > 0:
+                    content_type_id = event["content_type_id"]
                     _script(
                         keys=[history_key(channel)],
-                        args=[payload, history_size, channel],
+                        args=[payload, history_size, channel, content_type_id],
                         client=pipeline,
                     )
                 else:
                     pipeline.publish(channel, payload)
             pipeline.execute()
     except redis.RedisError as exc:
-        _log_failure(f"{len(payloads)} event(s)", channel, exc)
+        _log_failure(f"{len(events)} event(s)", channel, exc)
         return False
     return True
 

@@ -1,14 +1,16 @@
 """Print the environment the wsserver sidecar needs to work with this site.
 
 Run it on the main site; paste the output into the sidecar's systemd unit,
-container environment or Kubernetes manifest. Secrets (SECRET_KEY, the
-database password, SESAME_KEY) are masked unless --show-secrets is given.
+container environment or Kubernetes manifest. Secrets (SECRET_KEY and its
+fallbacks, the database password, the Redis password and any secret
+parameter of REDIS_URL, SESAME_KEY) are masked unless --show-secrets is given.
 """
 
 from __future__ import annotations
 
 import shlex
 import urllib.parse
+from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -16,14 +18,17 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
 from sesame import settings as sesame_settings
 
+from ....logs import mask_url
 from ...conf import channel, history_size, redis_url, sesame_scope
 
 MASK = "********"
+# By the backend's vendor, the databases the sidecar can open read-only:
+# PostGIS is given as postgresql:// and SpatiaLite as sqlite://, which the
+# sidecar opens with the plain backends (it reads no geometry: no GDAL needed).
 SCHEMES = {
     "postgresql": "postgresql",
-    "sqlite3": "sqlite",
+    "sqlite": "sqlite",
     "mysql": "mysql",
-    "oracle": "oracle",
 }
 PK_TYPES = {
     "AutoField": "int",
@@ -41,7 +46,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--show-secrets",
             action="store_true",
-            help="print SECRET_KEY, the database password and SESAME_KEY as is",
+            help="print SECRET_KEY, the database and Redis passwords and "
+            "SESAME_KEY as is",
         )
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS)
 
@@ -50,12 +56,16 @@ class Command(BaseCommand):
             return value if show_secrets or not value else MASK
 
         env = {
-            "DATABASE_URL": database_url(connections[database].settings_dict, secret),
+            "DATABASE_URL": database_url(
+                connections[database].vendor,
+                connections[database].settings_dict,
+                secret,
+            ),
             "SECRET_KEY": secret(settings.SECRET_KEY),
             "SECRET_KEY_FALLBACKS": secret(
                 ",".join(getattr(settings, "SECRET_KEY_FALLBACKS", []))
             ),
-            "REDIS_URL": redis_url(),
+            "REDIS_URL": redis_url() if show_secrets else mask_url(redis_url(), MASK),
             "WS_CHANNEL": channel(),
             "WS_SESAME_SCOPE": sesame_scope(),
             "WS_HISTORY_SIZE": str(history_size()),
@@ -70,22 +80,29 @@ class Command(BaseCommand):
             self.stdout.write(f"{name}={shlex.quote(value)}")
 
 
-def database_url(database: dict, secret) -> str:
-    engine = database["ENGINE"].rsplit(".", 1)[-1]
-    scheme = SCHEMES.get(engine)
+def database_url(vendor: str, database: dict, secret: Callable[[str], str]) -> str:
+    """The sidecar's DATABASE_URL for a database of this vendor (settings_dict)."""
+    scheme = SCHEMES.get(vendor)
     if scheme is None:
-        raise CommandError(f"unsupported database engine {database['ENGINE']}")
+        raise CommandError(
+            f"unsupported database engine {database['ENGINE']} ({vendor}): the "
+            "wsserver sidecar opens read-only only PostgreSQL, SQLite and "
+            "MySQL/MariaDB databases"
+        )
     if scheme == "sqlite":
-        return f"sqlite:///{database['NAME']}"
+        # Quoted: dj-database-url unquotes the path, which may hold "?" or "#".
+        return f"sqlite:///{urllib.parse.quote(str(database['NAME']))}"
     user = urllib.parse.quote(database.get("USER") or "", safe="")
     password = database.get("PASSWORD") or ""
     credentials = user
     if password:
         credentials += ":" + secret(urllib.parse.quote(password, safe=""))
-    host = database.get("HOST") or ""
+    # A socket directory as the host is quoted ("%2Fvar%2Frun%2Fpostgresql").
+    host = urllib.parse.quote(database.get("HOST") or "", safe="")
     port = f":{database['PORT']}" if database.get("PORT") else ""
     at = "@" if credentials else ""
-    return f"{scheme}://{credentials}{at}{host}{port}/{database['NAME']}"
+    name = urllib.parse.quote(str(database["NAME"]), safe="")
+    return f"{scheme}://{credentials}{at}{host}{port}/{name}"
 
 
 def sesame_env(secret) -> dict[str, str]:

@@ -1,0 +1,3 @@
+from authproject.readonly.refusal import RefusingCommand as Command
+
+__all__ = ["Command"]

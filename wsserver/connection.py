@@ -1,0 +1,128 @@
+"""The sidecar's WebSocket connections: every write and close returns at once.
+
+websockets' ``send()``, ``ping()`` and ``close()`` wait for the transport to
+drain: awaited on a client that stopped reading, they wait until its TCP
+window opens, possibly forever, and hold whoever awaits them. The sidecar
+never awaits a peer on a shared path. A :class:`SidecarConnection` queues its
+pings, messages and close frames without waiting, bounds what it buffers,
+and aborts a close that does not complete in time. Only the coroutine that
+owns a connection (its resume) ever waits for it to drain, with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from websockets.asyncio.server import ServerConnection
+from websockets.frames import DATA_OPCODES, Frame
+from websockets.protocol import Event, State
+
+__all__ = ["CLOSE_TIMEOUT", "SidecarConnection"]
+
+OPEN, CLOSED = State.OPEN, State.CLOSED
+
+# How long a closing handshake may take before the connection is aborted: a
+# client that stopped reading never reads the close frame.
+CLOSE_TIMEOUT = 5.0
+
+
+class SidecarConnection(ServerConnection):
+    """A server connection that never makes its caller wait for the client.
+
+    It also drops every message after the first (the token): clients have
+    nothing to say after it, and what they send never piles up.
+    """
+
+    first_message_received = False
+    # When the transport's buffer last went over its high-water mark and has
+    # stayed there since (asyncio's flow control): None while it drains.
+    paused_at: float | None = None
+    # Bytes of pending output past which the connection is aborted, whatever
+    # wrote them (events, or websockets' own pongs to a ping flood).
+    max_buffer = 2**20
+    # Set by the server when it admits the handshake (see wsserver.limits):
+    # released once the connection authenticated, or closed.
+    admission: str | None = None
+    # When the connection is closed so that its client authenticates again
+    # (WS_MAX_CONNECTION_AGE), on the event loop's clock; None: never.
+    expires_at: float | None = None
+    _abort_timer: asyncio.TimerHandle | None = None
+
+    # What websockets does on its own
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
+            if self.first_message_received:
+                return
+            if event.fin:
+                self.first_message_received = True
+        super().process_event(event)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Pongs and close frames that websockets wrote in reply: a client that
+        # floods pings and never reads would grow the buffer without bound.
+        if self.transport.get_write_buffer_size() > self.max_buffer:
+            self.transport.abort()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.paused_at = self.loop.time()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.paused_at = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
+
+    # What the sidecar does, never waiting
+
+    @property
+    def is_open(self) -> bool:
+        return self.protocol.state is OPEN
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds the output has not drained below the high-water mark."""
+        return 0.0 if self.paused_at is None else now - self.paused_at
+
+    def send_ping_now(self) -> asyncio.Future[float] | None:
+        """Queue a ping; return the future of its pong, or None if not open."""
+        if self.protocol.state is not OPEN:
+            return None
+        data = os.urandom(4)
+        while data in self.pending_pings:
+            data = os.urandom(4)
+        pong: asyncio.Future[float] = self.loop.create_future()
+        # As websockets' ping() does, so that its pong handling applies.
+        self.pending_pings[data] = (pong, self.loop.time())
+        self.protocol.send_ping(data)
+        self.send_data()
+        return pong
+
+    def send_text_now(self, payload: bytes) -> bool:
+        """Queue a text message, compressed if negotiated; False if not open."""
+        if self.protocol.state is not OPEN:
+            return False
+        self.protocol.send_text(payload)
+        self.send_data()
+        return True
+
+    def close_soon(
+        self, code: int, reason: str, timeout: float = CLOSE_TIMEOUT
+    ) -> None:
+        """Start the closing handshake; abort the connection if it is not
+        closed within ``timeout`` seconds. Idempotent."""
+        if self.protocol.state is OPEN:
+            self.protocol.send_close(code, reason)
+            self.send_data()
+        if self.protocol.state is not CLOSED and self._abort_timer is None:
+            self._abort_timer = self.loop.call_later(timeout, self.transport.abort)
+
+    def abort(self) -> None:
+        """Drop the TCP connection at once, with whatever it had to send."""
+        self.transport.abort()
