@@ -207,6 +207,10 @@ class Sidecar:
             if line.startswith(prefix)
         )
 
+    def invalid_bus_messages(self) -> int:
+        """Bus and control messages the sidecar skipped."""
+        return self._metric('wsserver_bus_events_total{outcome="invalid"}')
+
     def authentication_outcomes(self) -> int:
         """Tokens the sidecar has decided on so far, whatever the result."""
         return self._metric("wsserver_authentications_total{")

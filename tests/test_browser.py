@@ -140,7 +140,9 @@ def test_the_page_shows_events_and_survives_sidecar_restarts(site, sidecar):
             f"/admin/auth/user/{bob_pk}/change/", {"is_active": None}
         )
         assert status == 200
-        bob.wait_for(f"{STATUS} === 'logged-out'")
+        # After the restarts the page's backoff may have grown to 16 s or 32 s
+        # (it resets once a connection lasted 10 s): it asks for a token then.
+        bob.wait_for(f"{STATUS} === 'logged-out'", 40)
         log = bob.evaluate(LOG)
         revoked = log.index("disconnected (1008 access revoked)")
         assert log[revoked + 1 :] == ["connecting", "logged-out"]

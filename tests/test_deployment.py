@@ -107,7 +107,10 @@ async def close_or_none(websocket) -> tuple[int, str] | None:
 
 
 async def test_the_documented_nginx_configuration(site, nginx, tmp_path):
-    sidecars = [Sidecar.for_site(site, tmp_path).start() for _ in range(2)]
+    sidecars = [
+        Sidecar.for_site(site, tmp_path, WS_TRUSTED_PROXIES="127.0.0.1").start()
+        for _ in range(2)
+    ]
     try:
         port = free_port()
         nginx(documented_nginx_config([s.port for s in sidecars], port), port)

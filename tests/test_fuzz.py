@@ -14,8 +14,8 @@ import random
 
 import pytest
 import redis
-from clients import receive_event
-from processes import MainSite, Sidecar, eventually
+from clients import authenticate, closed_with, receive_event
+from processes import MainSite, Sidecar, eventually, http_status
 from rawclient import RawClient
 from websockets.frames import Opcode
 
@@ -98,6 +98,11 @@ def first_frames(token: str, rng: random.Random):
             yield [(Opcode.TEXT, near_valid(token, rng).encode(), True)]
 
 
+# Ids that once stopped the subscriber: an OverflowError (400 digits) in the
+# delay metric, a ValueError (over 4,300 digits) in the id's conversion.
+BAD_IDS = ["9" * 400 + "-1", "1-" + "9" * 5000, f"{2**64}-0", "١٢-3", "1-0-0"]
+
+
 def bus_payloads(rng: random.Random):
     values = [None, True, 1.5, "7", [], {}, -1, 2**70, 0]
     for _ in range(CASES):
@@ -110,7 +115,7 @@ def bus_payloads(rng: random.Random):
             yield json.dumps({"content_type_id": rng.choice(values)}).encode()
         elif kind == 3:
             yield json.dumps(
-                {"content_type_id": 1, "id": rng.choice([*values, "1-"])}
+                {"content_type_id": 1, "id": rng.choice([*values, "1-", *BAD_IDS])}
             ).encode()
         elif kind == 4:
             yield json.dumps({"content_type_id": 10**6 + rng.randrange(100)}).encode()
@@ -176,6 +181,51 @@ async def test_fuzzed_bus_payloads(site, sidecar, redis_url):
     await assert_still_serving(site, sidecar, token)
     assert "Traceback" not in sidecar.log()
     await watcher.close()
+
+
+async def test_one_bad_message_of_each_kind_stops_nothing(site, sidecar, redis_url):
+    token = site.token("admin")
+    watcher = await sidecar.connect(token)
+    before = sidecar.invalid_bus_messages()
+    bus = redis.Redis.from_url(redis_url)
+    channel = site.env["WSSERVER_CHANNEL"]
+    bad = [
+        *[json.dumps({"content_type_id": 1, "id": bad_id}) for bad_id in BAD_IDS],
+        "[" * 100_000,  # RecursionError in the JSON parser
+        '{"content_type_id": ' + "1" * 5000 + "}",
+    ]
+    for payload in bad:
+        bus.publish(channel, payload)
+    controls = [
+        json.dumps({"type": "group", "group_id": 10**400}),
+        json.dumps({"type": "users", "user_ids": ["9" * 5000]}),
+        "[" * 100_000,
+    ]
+    for payload in controls:
+        bus.publish(f"{channel}:control", payload)
+    bus.publish(channel, json.dumps({"content_type_id": 1, "after": "bad"}))
+    assert (await receive_event(watcher))["after"] == "bad"
+    await eventually(
+        lambda: sidecar.invalid_bus_messages() - before == len(bad) + 1,
+        5,
+        "the bad messages counted",
+    )
+    assert http_status(sidecar.http + "/readyz") == 200
+    await watcher.close()
+
+
+async def test_a_first_message_with_a_huge_id_is_refused_cleanly(site, tmp_path):
+    # Allowed by a generous WS_MAX_MESSAGE_SIZE: an id past int()'s digits.
+    sidecar = Sidecar.for_site(site, tmp_path, WS_MAX_MESSAGE_SIZE="65536").start()
+    try:
+        hello = json.dumps(
+            {"token": site.token("admin"), "last_event_id": "1-" + "9" * 5000}
+        )
+        websocket = await authenticate(sidecar.url, hello)
+        assert await closed_with(websocket) == (1011, "authentication failed")
+        assert "Traceback" not in sidecar.log()
+    finally:
+        assert sidecar.stop() == 0
 
 
 async def assert_still_serving(site, sidecar, token):

@@ -21,6 +21,7 @@ import logging
 import random
 import signal
 import time
+from collections import Counter as Tally
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -658,18 +659,10 @@ class Sidecar:
                     await task
             await self.history.close()
 
-    async def _supervised(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
-        """Run a background loop forever: if it crashes, log it and start it
-        again, so that the process never runs on without it."""
-        while True:
-            try:
-                await run()
-            except Exception:
-                self.metrics.task_restarts[name] += 1
-                logger.exception("The %s task crashed: restarting it", name)
-            else:
-                return
-            await asyncio.sleep(RESTART_DELAY)
+    def _supervised(
+        self, name: str, run: Callable[[], Awaitable[None]]
+    ) -> Awaitable[None]:
+        return supervised(name, run, self.metrics.task_restarts)
 
     async def _recheck_periodically(self) -> None:
         interval = self.config.recheck_interval
@@ -723,6 +716,25 @@ class Sidecar:
                 async with asyncio.timeout(1):
                     await server.wait_closed()
         logger.info("Shut down")
+
+
+async def supervised(
+    name: str,
+    run: Callable[[], Awaitable[None]],
+    restarts: Tally[str],
+    delay: float = RESTART_DELAY,
+) -> None:
+    """Run a background loop until it returns: if it crashes, log it, count
+    it and start it again, so that the process never runs on without it."""
+    while True:
+        try:
+            await run()
+        except Exception:
+            restarts[name] += 1
+            logger.exception("The %s task crashed: restarting it", name)
+        else:
+            return
+        await asyncio.sleep(delay)
 
 
 def _after(event_id: str | None, position: Position | None) -> bool:

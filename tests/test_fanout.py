@@ -1,0 +1,105 @@
+"""The fan-out with stand-in connections: what is written, to whom, and the
+buffer bound, with and without compression."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from websockets.protocol import State
+
+from wsserver.events import Event
+from wsserver.fanout import Fanout, text_frame
+from wsserver.routing import Permissions, Router
+
+
+class Transport:
+    def __init__(self):
+        self.written = []
+
+    def write(self, data):
+        self.written.append(data)
+
+    def get_write_buffer_size(self):  # the client reads nothing
+        return sum(map(len, self.written))
+
+
+class Connection:
+    """What Fanout uses of a SidecarConnection; compressed writes are the
+    payload as is."""
+
+    def __init__(self, name, state=State.OPEN):
+        self.name = name
+        self.protocol = type("Protocol", (), {"state": state})()
+        self.transport = Transport()
+
+    def send_text_now(self, payload):
+        if self.protocol.state is not State.OPEN:
+            return False
+        self.transport.write(payload)
+        return True
+
+    def __repr__(self):
+        return self.name
+
+
+def setup(compression: bool, max_buffer: int = 100):
+    router = Router()
+    slow = []
+    fanout = Fanout(
+        router, max_buffer=max_buffer, compression=compression, on_slow=slow.append
+    )
+    connections = {
+        name: Connection(name) for name in ["reader", "closing", "other user"]
+    }
+    connections["closing"].protocol.state = State.CLOSING
+    router.add(connections["reader"], 1, Permissions(frozenset({1})))
+    router.add(connections["closing"], 2, Permissions(frozenset({1})))
+    router.add(connections["other user"], 3, Permissions(frozenset({2})))
+    return fanout, router, connections, slow
+
+
+@pytest.mark.parametrize("compression", [False, True])
+def test_deliveries_count_open_recipients_only(compression):
+    fanout, _, connections, slow = setup(compression)
+    fanout._pending = [Event(1, b'{"a":1}')]
+    fanout.flush()
+    assert fanout.deliveries == 1
+    expected = b'{"a":1}' if compression else text_frame(b'{"a":1}')
+    assert connections["reader"].transport.written == [expected]
+    assert connections["closing"].transport.written == []
+    assert connections["other user"].transport.written == []
+    assert slow == []
+
+
+@pytest.mark.parametrize("compression", [False, True])
+@pytest.mark.parametrize("burst", [1, 3])
+def test_a_client_past_the_buffer_bound_is_dropped(compression, burst):
+    fanout, router, connections, slow = setup(compression, max_buffer=100)
+    for _ in range(4):
+        fanout._pending = [Event(1, b"x" * 30) for _ in range(burst)]
+        fanout.flush()
+    reader = connections["reader"]
+    assert slow == [reader]
+    assert reader not in router
+    assert reader.transport.get_write_buffer_size() <= 100 + 3 * 32
+
+
+def test_write_keeps_the_bound_for_resumes():
+    fanout, _, connections, slow = setup(True, max_buffer=100)
+    reader = connections["reader"]
+    assert fanout.write(reader, [b"a" * 50])
+    assert not fanout.write(reader, [b"b" * 60])
+    assert slow == [reader]
+    assert not fanout.write(connections["closing"], [b"c"])
+
+
+async def test_events_submitted_together_are_written_together():
+    fanout, _, connections, _ = setup(False, max_buffer=10_000)
+    for n in range(3):
+        fanout.submit(Event(1, b'{"n":%d}' % n))
+    await asyncio.sleep(0)
+    assert connections["reader"].transport.written == [
+        b"".join(text_frame(b'{"n":%d}' % n) for n in range(3))
+    ]
+    assert fanout.deliveries == 3
