@@ -862,6 +862,52 @@ def sidecar_by_username(usernames: list[str], user_ids: list[str]) -> dict:
     }
 
 
+@pytest.mark.parametrize("backend", ["postgresql", "mysql"])
+def test_a_token_field_that_is_not_unique_in_the_database(databases, backend):
+    """Two users with the username a token packs: it is refused, not guessed.
+
+    Not on SQLite, whose schema editor fails to drop the constraint.
+    """
+    db = databases(backend, False)
+    twins = db.on_site(site_twins).value
+    env = {"SESAME_PRIMARY_KEY_FIELD": "username"}
+    result = db.sidecar(
+        sidecar_twins, env=env, pks=twins, others=[db.name("alice")]
+    ).value
+    assert result == {"twins": [None, None], "others": ["alice"]}
+
+
+def site_twins() -> list[str]:
+    """Two users named "twin": the column's unique constraint is dropped."""
+    from django.contrib.auth.models import User
+    from django.db import connection
+
+    old = User._meta.get_field("username")
+    new = old.clone()
+    new.set_attributes_from_name("username")
+    new._unique = False
+    with connection.schema_editor() as editor:
+        editor.alter_field(User, old, new)
+    return [str(User.objects.create(username="twin").pk) for _ in range(2)]
+
+
+def sidecar_twins(pks: list[str], others: list[str]) -> dict:
+    from django.contrib.auth import get_user_model
+    from sesame.tokens_v2 import create_token
+
+    from wsserver.config import get_config
+
+    User = get_user_model()
+    scope = get_config().sesame_scope
+    tokens = [create_token(User.objects.get(pk=pk), scope) for pk in pks]
+    tokens += sidecar_tokens(others).values()
+    principals = authenticator().authenticate_many(tokens)
+    return {
+        "twins": [p and p.username for p in principals[: len(pks)]],
+        "others": [p and p.username for p in principals[len(pks) :]],
+    }
+
+
 def test_a_sqlite_that_allows_999_parameters_per_query(databases):
     """As SQLite before 3.32: a batch of 500 takes two queries, not an error."""
     db = databases("sqlite", False)

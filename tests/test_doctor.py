@@ -142,6 +142,24 @@ def test_an_empty_standard_input_is_no_token(site):
     assert "token:" not in result.stdout
 
 
+def test_redis_users_that_cannot_do_the_sidecar_s_work_are_explained(
+    site, redis_acl_users, redis_url
+):
+    env = sidecar_env(site)
+    # The main site's user (as wsserver_env prints it) may publish, not read.
+    env["REDIS_URL"] = site.env["WSSERVER_REDIS_URL"]
+    result = check(env)
+    assert result.returncode == 1
+    assert "the user may not PING" in result.stdout
+    assert "the sidecar's Redis user" in result.stdout
+    # A sidecar's user for another channel may not subscribe to this one.
+    env["REDIS_URL"] = redis_acl_users.url_for("sidecar", redis_url, "elsewhere")
+    result = check(env)
+    assert result.returncode == 1
+    assert "the sidecar's user may not use" in result.stdout
+    assert f"WS_CHANNEL={site.env['WSSERVER_CHANNEL']!r}" in result.stdout
+
+
 def test_a_broken_configuration_is_explained(site):
     env = sidecar_env(site)
     env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"

@@ -240,8 +240,21 @@ class Authenticator:
         rows = self.User._default_manager.filter(
             **{f"{field.name}__in": keys}
         ).values_list(field.name, "pk")
-        pks = {field_key(field, value): pk for value, pk in rows}
-        pks.pop(None, None)
+        pks: dict[Any, Any] = {}
+        ambiguous = set()
+        for value, pk in rows:
+            key = field_key(field, value)
+            if key in pks:  # not unique in the database: whose token is it?
+                ambiguous.add(key)
+            pks[key] = pk
+        for key in ambiguous:
+            logger.warning(
+                "Token refused: %s %r is not unique in the database",
+                field.name,
+                key,
+            )
+        for key in {None, *ambiguous}:
+            pks.pop(key, None)
         by_pk = self._query.load_many(list(pks.values()))
         loaded = {}
         for key, pk in pks.items():

@@ -56,16 +56,14 @@ def check(config: Config, token: str | None = None, out: Callable = print) -> in
                 "database: the user tables match the configuration and every "
                 "table the sidecar reads is readable"
             )
-    try:
-        redis.Redis.from_url(config.redis_url, socket_connect_timeout=3).ping()
-    except (redis.RedisError, OSError) as exc:
-        problems.append(
-            f"redis: {mask_url(config.redis_url)} does not answer ({one_line(exc)}). "
-            "Fix: start Redis or set REDIS_URL to the main site's "
-            "WSSERVER_REDIS_URL."
+    redis_problem = check_redis(config)
+    if redis_problem is None:
+        out(
+            f"redis: {mask_url(config.redis_url)} answers, and the sidecar may "
+            "subscribe to its channels and read the history"
         )
     else:
-        out(f"redis: {mask_url(config.redis_url)} answers")
+        problems.append(f"redis: {redis_problem}")
     if token is not None:
         try:
             verdict, ok = explain_token(token, config)
@@ -80,6 +78,58 @@ def check(config: Config, token: str | None = None, out: Callable = print) -> in
         out(f"PROBLEM {problem}")
     out("OK" if not problems else f"{len(problems)} problem(s)")
     return 1 if problems else 0
+
+
+def check_redis(config: Config) -> str | None:
+    """What keeps the sidecar from using Redis as it does, with its fix."""
+    from .wire import control_channel, history_key
+
+    url = mask_url(config.redis_url)
+    client = redis.Redis.from_url(
+        config.redis_url, socket_connect_timeout=3, socket_timeout=3
+    )
+    try:
+        client.ping()
+    except redis.exceptions.NoPermissionError as exc:
+        return (
+            f"{url}: the user may not PING ({one_line(exc)}): is it the main "
+            "site's? Fix: set REDIS_URL to the sidecar's Redis user, with the "
+            "sidecar's rules of docs/redis.md."
+        )
+    except redis.AuthenticationError as exc:
+        return (
+            f"{url} refuses the credentials ({one_line(exc)}). Fix: set REDIS_URL "
+            "to the sidecar's Redis user (docs/redis.md)."
+        )
+    except (redis.RedisError, OSError) as exc:
+        return (
+            f"{url} does not answer ({one_line(exc)}). Fix: start Redis, or set "
+            "REDIS_URL to the main site's Redis with the sidecar's user "
+            "(docs/redis.md)."
+        )
+    channels = [config.channel, control_channel(config.channel)]
+    try:
+        pubsub = client.pubsub()
+        pubsub.subscribe(*channels)
+        pubsub.close()
+        try:
+            client.xinfo_stream(history_key(config.channel))
+        except redis.ResponseError as exc:
+            if isinstance(exc, redis.exceptions.NoPermissionError):
+                raise
+            # No such key: nothing was published with history yet.
+    except redis.exceptions.NoPermissionError as exc:
+        return (
+            f"{url}: the sidecar's user may not use {', '.join(channels)} or "
+            f"{history_key(config.channel)} ({one_line(exc)}). Fix: grant it the "
+            "sidecar's rules of docs/redis.md for WS_CHANNEL="
+            f"{config.channel!r}."
+        )
+    except (redis.RedisError, OSError) as exc:
+        return f"{url} failed ({one_line(exc)})."
+    finally:
+        client.close()
+    return None
 
 
 def sidecar_tables() -> list[str]:

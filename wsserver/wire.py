@@ -115,7 +115,6 @@ def sidecar_acl(channel: str, db: int, *, client_setinfo: bool = True) -> list[s
         "+xinfo|stream",
         "+xrange",
         "+xrevrange",
-        "+xlen",
         *_connection_rules(db, client_setinfo),
     ]
 
