@@ -40,13 +40,14 @@ def django_site(tmp_path_factory, redis_url):
 
 
 @pytest.fixture
-def subscriber(django_site, channel):
-    """Point the publisher at a fresh channel and listen to it."""
+def subscriber(django_site, channel, redis_acl_users):
+    """Point the publisher at a fresh channel, as its Redis user; listen to it."""
     from django.test import override_settings
 
     from wsserver.publisher.publishing import reset_client
 
-    with override_settings(WSSERVER_REDIS_URL=django_site, WSSERVER_CHANNEL=channel):
+    publisher_url = redis_acl_users.url_for("publisher", django_site, channel)
+    with override_settings(WSSERVER_REDIS_URL=publisher_url, WSSERVER_CHANNEL=channel):
         reset_client()
         client = redis.Redis.from_url(django_site)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
