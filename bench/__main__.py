@@ -709,6 +709,11 @@ def main() -> None:
         "SECRET_KEY": SECRET_KEY,
         "REDIS_URL": REDIS_URL,
         "SESAME_MAX_AGE": "86400",
+        # The guide's server (the baseline) accepts tokens of sesame's default
+        # scope only: every server gets the same tokens. The scope costs
+        # nothing either way.
+        "WSSERVER_SESAME_SCOPE": "",
+        "WS_SESAME_SCOPE": "",
     }
     env.pop("DJANGO_SETTINGS_MODULE", None)
     with Database() as database, tempfile.TemporaryDirectory() as directory:
@@ -731,16 +736,16 @@ def main() -> None:
         with psycopg.connect(database.url, autocommit=True) as connection:
             connection.execute("VACUUM ANALYZE")
         plan = json.loads(Path(plan_path).read_text())
-        queries = json.loads(
-            subprocess.run(
-                [sys.executable, "bench/count_queries.py", plan_path],
-                env=env,
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
+        counted = subprocess.run(
+            [sys.executable, "bench/count_queries.py", plan_path],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         )
+        if counted.returncode != 0:
+            raise RuntimeError(f"bench/count_queries.py failed:\n{counted.stderr}")
+        queries = json.loads(counted.stdout)
         results = {}
         with loopback_receive_on(steer_to):
             for kind in options.servers.split(","):

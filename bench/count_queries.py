@@ -23,6 +23,7 @@ from django.db import connection  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from wsserver.auth import Authenticator  # noqa: E402
+from wsserver.config import get_config  # noqa: E402
 
 
 def queries_per_call(function, tokens) -> float:
@@ -36,7 +37,7 @@ def queries_per_call(function, tokens) -> float:
 def main(plan_path: str) -> None:
     plan = json.loads(Path(plan_path).read_text())
     tokens = [entry["token"] for entry in plan[:101]]
-    authenticator = Authenticator()
+    authenticator = Authenticator(get_config().sesame_scope)
     print(
         json.dumps(
             {

@@ -12,7 +12,7 @@ changed the same way with the example site's settings (``site_*`` functions).
 The assertions stay in the tests.
 
 Databases are the example site's, made by its migrations and seed_demo, plus
-the users of site_prepare: SQLite files, PostgreSQL and MariaDB (skipped when
+the users of site_prepare: SQLite files, PostgreSQL and MariaDB (failing when
 WSSERVER_TEST_MYSQL_URL does not answer), with auth.User and with the custom
 user model (UUID pk, email as username; the sidecar configured with WS_USER_*).
 Tokens are made with django-sesame's create_token in a sidecar process with
@@ -164,11 +164,15 @@ def databases(postgres, redis_url, tmp_path_factory):
             url = postgres.create()
         else:
             if not mysql:
-                MySQLdb = pytest.importorskip("MySQLdb")
+                import MySQLdb  # a test dependency: `make test` installs it
+
                 try:
                     mysql.append(MySQLDatabases())
                 except MySQLdb.OperationalError as exc:
-                    pytest.skip(f"MariaDB/MySQL at {MYSQL_URL} does not answer: {exc}")
+                    pytest.fail(
+                        f"MariaDB at {MYSQL_URL} does not answer ({exc}): run "
+                        "`make test`, which starts it"
+                    )
             url = mysql[0].create()
         extra = {"EXAMPLE_CUSTOM_USER": "1"} if custom else {}
         site = MainSite(url, redis_url, f"auth-{uuid.uuid4().hex[:8]}", **extra)

@@ -178,9 +178,7 @@ async def test_a_resume_that_the_client_does_not_read_has_a_deadline(
         "the resume's deadline",
     )
     # Dropped (aborted: it reads no close frame either).
-    await eventually(
-        lambda: "closed for user 1 after" in sidecar.log(), 10, "dropped"
-    )
+    await eventually(lambda: "closed for user 1 after" in sidecar.log(), 10, "dropped")
     # Others were served meanwhile, and still are.
     publish(site, {"content_type_id": 1, "live": True})
     while not (await receive_event(reader)).get("live"):

@@ -123,8 +123,9 @@ class _SidecarCollector(Collector):
         )
         yield CounterMetricFamily(
             "wsserver_authentication_queries",
-            "Database round trips for authentication; under load one serves many "
-            "connections.",
+            "Batches of authentications, each one database round trip (two when "
+            "SESAME_PRIMARY_KEY_FIELD is not the primary key); under load one "
+            "serves many connections.",
             value=sidecar.authentications.batches,
         )
         yield CounterMetricFamily(

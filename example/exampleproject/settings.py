@@ -2,8 +2,9 @@
 
 ``DATABASE_URL`` (default: SQLite in .demo/), ``SECRET_KEY``, ``DEBUG``,
 ``WSSERVER_REDIS_URL``, ``WSSERVER_CHANNEL``, ``WSSERVER_SESAME_SCOPE``,
-``SESAME_MAX_AGE`` and ``EXAMPLE_CUSTOM_USER=1`` for a custom user model with
-a UUID primary key and the email as username (table ``accounts_user``).
+``SESAME_MAX_AGE``, ``SESAME_INVALIDATE_ON_EMAIL_CHANGE`` and
+``EXAMPLE_CUSTOM_USER=1`` for a custom user model with a UUID primary key and
+the email as username (table ``accounts_user``).
 """
 
 import os
@@ -76,6 +77,9 @@ TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 
 SESAME_MAX_AGE = int(os.environ.get("SESAME_MAX_AGE", "30"))
+SESAME_INVALIDATE_ON_EMAIL_CHANGE = (
+    os.environ.get("SESAME_INVALIDATE_ON_EMAIL_CHANGE", "false").lower() == "true"
+)
 
 WSSERVER_REDIS_URL = os.environ.get("WSSERVER_REDIS_URL", "redis://127.0.0.1:6379/1")
 WSSERVER_CHANNEL = os.environ.get("WSSERVER_CHANNEL", "events")
