@@ -27,7 +27,7 @@ class RawClient:
         receive_buffer: int | None = None,
         origin: str | None = None,
         source: str | None = None,
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str] | list[tuple[str, str]] | None = None,
     ) -> RawClient:
         """Open a WebSocket connection; ``source``: the local address, e.g.
         127.0.0.2, to look like another host."""
@@ -50,7 +50,9 @@ class RawClient:
         ]
         if origin is not None:
             lines.append(f"Origin: {origin}")
-        lines.extend(f"{name}: {value}" for name, value in (headers or {}).items())
+        if isinstance(headers, dict):
+            headers = list(headers.items())
+        lines.extend(f"{name}: {value}" for name, value in headers or [])
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         response = await reader.readuntil(b"\r\n\r\n")
         if not response.startswith(b"HTTP/1.1 101"):

@@ -138,3 +138,17 @@ async def test_nothing_is_sent_once_closing():
         assert not connection.send_text_now(b"late")
         assert connection.send_ping_now() is None
         client.abort()
+
+
+async def test_a_client_that_starts_closing_but_keeps_tcp_open_is_aborted(
+    monkeypatch,
+):
+    monkeypatch.setattr("wsserver.connection.CLOSE_TIMEOUT", 0.5)
+    async with Server() as server:
+        client, connection = await server.accept()
+        client.send_frame(Opcode.CLOSE, (1000).to_bytes(2, "big"))
+        started = time.monotonic()
+        async with asyncio.timeout(3):
+            await connection.wait_closed()
+        assert 0.4 < time.monotonic() - started < 3
+        client.abort()

@@ -101,6 +101,9 @@ def first_frames(token: str, rng: random.Random):
 # Ids that once stopped the subscriber: an OverflowError (400 digits) in the
 # delay metric, a ValueError (over 4,300 digits) in the id's conversion.
 BAD_IDS = ["9" * 400 + "-1", "1-" + "9" * 5000, f"{2**64}-0", "١٢-3", "1-0-0"]
+# A stream id, but one Redis' clock will not reach for centuries: it would
+# make every resume's position look passed.
+FUTURE_ID = "99999999999999-0"
 
 
 def bus_payloads(rng: random.Random):
@@ -190,9 +193,14 @@ async def test_one_bad_message_of_each_kind_stops_nothing(site, sidecar, redis_u
     bus = redis.Redis.from_url(redis_url)
     channel = site.env["WSSERVER_CHANNEL"]
     bad = [
-        *[json.dumps({"content_type_id": 1, "id": bad_id}) for bad_id in BAD_IDS],
+        *[
+            json.dumps({"content_type_id": 1, "id": bad_id})
+            for bad_id in [*BAD_IDS, FUTURE_ID]
+        ],
         "[" * 100_000,  # RecursionError in the JSON parser
         '{"content_type_id": ' + "1" * 5000 + "}",
+        # Past WS_MAX_BUFFER: it would close every recipient as too slow.
+        json.dumps({"content_type_id": 1, "body": "x" * 2**21}),
     ]
     for payload in bad:
         bus.publish(channel, payload)

@@ -59,10 +59,14 @@ async def test_the_stored_content_type_is_used_without_parsing(stream, redis_url
     first = append(client, key, {"content_type_id": 1})
     append(client, key, {"content_type_id": 1}, 5)  # what the entry says wins
     append(client, key, {"content_type_id": 2})  # no ct field: parsed
+    # Never sent, ct or not: the live copy would have been refused too.
     client.xadd(key, {"event": b"not json"})
+    client.xadd(key, {"event": b"{}", "ct": b"1"})  # {"id":"...",} is not JSON
+    client.xadd(key, {"event": '{"x": "é"}'.encode("latin-1"), "ct": b"1"})
     history = History(redis_url, key, limit=100)
     _, entries = await replayed(history, first)
-    assert [e.content_type_id for e in entries] == [5, 2, None]
+    assert [e.content_type_id for e in entries] == [5, 2, None, None, None]
+    assert history.invalid_entries == 3
     await history.close()
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import socket
+import struct
 
 import pytest
 from clients import assert_no_event, authenticate, closed_with
 from processes import MainSite, Sidecar, eventually
 from rawclient import RawClient, close_code
+from websockets.frames import Frame, Opcode
 
 from wsserver.limits import Admission, Slots, address_key, client_address
 
@@ -32,8 +35,12 @@ PROXIES = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("127.0.0.1")
         # The rightmost address that is not a proxy: the left is forgeable.
         ("10.1.2.3", "1.1.1.1, 198.51.100.1, 10.9.9.9", "198.51.100.1"),
         ("127.0.0.1", " 198.51.100.1 ,", "198.51.100.1"),
-        # Only proxies: the first of them.
-        ("10.1.2.3", "10.0.0.5, 10.0.0.6", "10.0.0.5"),
+        # Only proxies: the last one's peer (the left could be forged).
+        ("10.1.2.3", "10.0.0.5, 10.0.0.6", "10.0.0.6"),
+        # Ports, as some proxies write them, are not part of the address.
+        ("10.1.2.3", "198.51.100.1:5555", "198.51.100.1"),
+        ("10.1.2.3", "[2001:db8::1]:5555", "2001:db8::1"),
+        ("10.1.2.3", "2001:db8::1", "2001:db8::1"),
         ("10.1.2.3", "", "10.1.2.3"),
         ("10.1.2.3", "garbage", "garbage"),
     ],
@@ -231,5 +238,64 @@ async def test_a_refused_handshake_frees_nothing_it_did_not_take(site, tmp_path)
         assert all(isinstance(client, RawClient) for client in again)
         for client in again:
             client.abort()
+    finally:
+        assert sidecar.stop() == 0
+
+
+@pytest.mark.e2e
+async def test_a_handshake_that_dies_before_it_ends_gives_its_slot_back(site, tmp_path):
+    # The request and a ping in one packet, then a reset: websockets answers
+    # the ping while the handshake is under way, the write fails and the
+    # socket is gone before the handshake ends. Such sockets once kept their
+    # slot forever: a few dozen locked an address out.
+    sidecar = Sidecar.for_site(
+        site, tmp_path, WS_MAX_AUTHENTICATING_PER_ADDRESS="5"
+    ).start()
+    try:
+        request = (
+            "GET / HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{sidecar.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode() + Frame(Opcode.PING, b"p").serialize(mask=True, extensions=[])
+        for _ in range(30):
+            with socket.create_connection(("127.0.0.1", sidecar.port)) as sock:
+                sock.sendall(request)
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+        await eventually(
+            lambda: sidecar._metric("wsserver_authenticating ") == 0, 5, "all freed"
+        )
+        clients = [await handshake_status(sidecar.port) for _ in range(5)]
+        assert all(isinstance(client, RawClient) for client in clients)
+        for client in clients:
+            client.abort()
+    finally:
+        assert sidecar.stop() == 0
+
+
+@pytest.mark.e2e
+async def test_a_proxy_that_adds_a_header_line_of_its_own(site, tmp_path):
+    sidecar = Sidecar.for_site(
+        site,
+        tmp_path,
+        WS_MAX_AUTHENTICATING_PER_ADDRESS="1",
+        WS_TRUSTED_PROXIES="127.0.0.1",
+    ).start()
+    try:
+        # The client's own header first, then the proxy's line: the proxy's
+        # (rightmost) address counts.
+        headers = [
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("X-Forwarded-For", "198.51.100.1"),
+        ]
+        first = await handshake_status(sidecar.port, headers=headers)
+        assert isinstance(first, RawClient)
+        again = [("X-Forwarded-For", "203.0.113.10"), headers[1]]
+        assert await handshake_status(sidecar.port, headers=again) == 503
+        assert "Traceback" not in sidecar.log()
+        first.abort()
     finally:
         assert sidecar.stop() == 0

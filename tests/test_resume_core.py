@@ -51,11 +51,27 @@ def test_a_newer_live_event_ends_deduplication_for_everyone():
     assert not resumes
 
 
-def test_release_after_the_stream_moved_on_needs_no_deduplication():
+def test_release_after_the_stream_moved_on_still_drops_what_is_on_its_way():
+    # A bus message may claim any id (e.g. far in the future): it must not
+    # keep later resumes from deduplicating.
     resumes = Resumes()
-    resumes.observe(event("9-0"))
+    resumes.observe(event("99999999999999-0"))
     resumes.hold("c")
     resumes.release("c", (5, 0))
+    assert not resumes.admit("c", event("5-0"))
+    assert resumes.admit("c", event("6-0"))
+    assert not resumes
+
+
+def test_each_position_ends_on_its_own():
+    resumes = Resumes()
+    for connection, position in [("a", (5, 0)), ("b", (8, 0))]:
+        resumes.hold(connection)
+        resumes.release(connection, position)
+    resumes.observe(event("6-0"))
+    assert resumes.admit("a", event("6-0"))
+    assert not resumes.admit("b", event("7-0"))
+    resumes.observe(event("9-0"))
     assert not resumes
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from .control import GroupChanged, UsersChanged
 
 if TYPE_CHECKING:
-    from .auth import Principal
+    from .routing import Principal
 
 __all__ = ["AccessChanges", "affected_users"]
 
@@ -47,6 +47,12 @@ class AccessChanges:
         else:
             for user_id in change.user_ids:
                 self._by_user[user_id] = self.count
+
+    def note_everyone(self) -> None:
+        """Any user's access may have changed (e.g. messages were lost)."""
+        self.count += 1
+        self._by_user.clear()
+        self._everyone = self.count
 
     def changed_since(self, user_id: str, count: int) -> bool:
         """Whether the user's access may have changed after ``count``."""

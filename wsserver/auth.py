@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import hashlib
 import logging
 import sqlite3
@@ -42,7 +41,7 @@ from sesame import packers, tokens_v2
 from sesame import settings as sesame_settings
 
 from .database import OUTAGES, DatabaseUnavailable
-from .routing import Permissions
+from .routing import Permissions, Principal
 
 __all__ = ["Authenticator", "Loaded", "Principal", "UserQuery", "token_pk_types"]
 
@@ -65,28 +64,6 @@ MAX_FAILED_QUERIES = 20
 
 # Exceptions that mean "the database cannot answer now": never a refusal.
 _OUTAGES = (*OUTAGES, DatabaseUnavailable)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Principal:
-    """An authenticated user, as the server needs it.
-
-    Frozen and hashable; ``permissions`` and ``group_ids`` are shared between
-    principals that have equal ones (see Authenticator), so that thousands
-    of connections cost one object per distinct set.
-    """
-
-    user_id: str
-    username: str
-    permissions: Permissions
-    # A digest of django-sesame's revocation key (the password and/or the
-    # email, as SESAME_INVALIDATE_ON_* say): it changes exactly when the
-    # user's tokens die, and so must the connections they opened. Keyed with
-    # the signing key, so it tells nothing about them; kept out of repr().
-    credentials: str = dataclasses.field(default="", repr=False)
-    # The groups the user belongs to, whether or not they grant anything:
-    # who to recheck when a group changes.
-    group_ids: frozenset[int] = frozenset()
 
 
 class Loaded(NamedTuple):

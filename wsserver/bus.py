@@ -57,7 +57,7 @@ class Subscriber:
         *,
         on_control: Callable[[bytes], Awaitable[None] | None] | None = None,
         control_channel: str | None = None,
-        on_subscribed: Callable[[], None] | None = None,
+        on_subscribed: Callable[[], Awaitable[None] | None] | None = None,
     ) -> None:
         self.url = url
         self.channel = channel
@@ -124,7 +124,8 @@ class Subscriber:
             self._set_subscribed(True)
             self._had_subscription = True
             if self.reconnects and self.on_subscribed is not None:
-                self.on_subscribed()
+                # Before any message: what was missed may have revoked access.
+                await self._call(self.on_subscribed)
             (logger.warning if self.reconnects else logger.info)(
                 "Subscribed to channel %r on Redis at %s",
                 self.channel,
@@ -152,13 +153,22 @@ class Subscriber:
 
     async def _handle(self, channel: bytes, data: bytes) -> None:
         """One message, whatever it holds: an error skips it, never the rest."""
+        if not await self._call(self.handlers[channel], data):
+            logger.error("Skipped a message on %r: %.100r", channel, data)
+
+    async def _call(
+        self, handler: Callable[..., Awaitable[None] | None], *args
+    ) -> bool:
+        """Run a handler and what it returns to wait for; False if it raised."""
         try:
-            result = self.handlers[channel](data)
+            result = handler(*args)
             if result is not None:
                 await result
         except Exception:
             self.handler_errors += 1
-            logger.exception("Skipped a message on %r: %.100r", channel, data)
+            logger.exception("A handler of the Redis subscriber failed")
+            return False
+        return True
 
     def _set_subscribed(self, subscribed: bool) -> None:
         self.subscribed = subscribed

@@ -20,7 +20,7 @@ from websockets.protocol import Event, State
 
 __all__ = ["CLOSE_TIMEOUT", "SidecarConnection"]
 
-OPEN, CLOSED = State.OPEN, State.CLOSED
+OPEN, CLOSING, CLOSED = State.OPEN, State.CLOSING, State.CLOSED
 
 # How long a closing handshake may take before the connection is aborted: a
 # client that stopped reading never reads the close frame.
@@ -65,6 +65,10 @@ class SidecarConnection(ServerConnection):
         # floods pings and never reads would grow the buffer without bound.
         if self.transport.get_write_buffer_size() > self.max_buffer:
             self.transport.abort()
+        # A client that started the closing handshake must end it in time
+        # too (it might never close its end of the TCP connection).
+        elif self.protocol.state is CLOSING:
+            self._abort_later(CLOSE_TIMEOUT)
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -120,6 +124,9 @@ class SidecarConnection(ServerConnection):
         if self.protocol.state is OPEN:
             self.protocol.send_close(code, reason)
             self.send_data()
+        self._abort_later(timeout)
+
+    def _abort_later(self, timeout: float) -> None:
         if self.protocol.state is not CLOSED and self._abort_timer is None:
             self._abort_timer = self.loop.call_later(timeout, self.transport.abort)
 

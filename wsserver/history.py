@@ -66,6 +66,7 @@ class History:
         self.url = url
         self.key = key
         self.limit = limit
+        self.invalid_entries = 0
         self._client = aioredis.Redis.from_url(
             url, socket_timeout=5, socket_connect_timeout=5
         )
@@ -106,7 +107,12 @@ class History:
                 raise self._unavailable(exc) from exc
             if not raw:
                 return
-            yield [_entry(entry_id, fields) for entry_id, fields in raw]
+            entries = [_entry(entry_id, fields) for entry_id, fields in raw]
+            invalid = sum(entry.content_type_id is None for entry in entries)
+            if invalid:
+                self.invalid_entries += invalid
+                logger.warning("Skipped %d invalid entries of %s", invalid, self.key)
+            yield entries
             if len(raw) < CHUNK:
                 return
             start = f"({raw[-1][0].decode()}"
@@ -144,17 +150,31 @@ class History:
 
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+    """An entry as it is sent; its content type is None if it must not be."""
     event_id = entry_id.decode()
     event = fields.get(b"event", b"")
     content_type = fields.get(b"ct")
-    if content_type is not None and content_type.isdigit() and len(content_type) < 20:
-        content_type_id: int | None = int(content_type)
+    if not _sendable(event):
+        content_type_id = None
+    elif content_type is not None and content_type.isdigit() and len(content_type) < 20:
+        content_type_id = int(content_type)
     else:  # written before the publisher stored it, or by other code
         try:
             content_type_id = parse_event(event).content_type_id
         except InvalidEvent:
             content_type_id = None
     return Entry(event_id, content_type_id, with_id(event, event_id))
+
+
+def _sendable(event: bytes) -> bool:
+    """Whether a stored event makes a valid text frame once its id is put in:
+    UTF-8, and a JSON object with at least one member (without parsing it)."""
+    try:
+        event.decode()
+    except UnicodeDecodeError:
+        return False
+    body = event.strip()
+    return body.startswith(b"{") and body.endswith(b"}") and bool(body[1:-1].strip())
 
 
 def _trimmed_after(info: dict, last: Position) -> bool:

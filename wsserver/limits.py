@@ -31,15 +31,27 @@ def client_address(
 
     Proxies append the address they received from, so the header reads
     "client, proxy1, proxy2": the client is the rightmost address that is not
-    a trusted proxy. Anything left of it could be forged by the client.
+    a trusted proxy. Anything left of it could be forged by the client; so,
+    when every hop is a trusted proxy, the client is the rightmost hop, the
+    one the last proxy saw.
     """
     if not trusted or forwarded_for is None or not _is_trusted(peer, trusted):
         return peer
-    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    hops = [_host(hop) for hop in forwarded_for.split(",") if hop.strip()]
     for hop in reversed(hops):
         if not _is_trusted(hop, trusted):
             return hop
-    return hops[0] if hops else peer
+    return hops[-1] if hops else peer
+
+
+def _host(hop: str) -> str:
+    """An address without the port some proxies add: 1.2.3.4:5, [::1]:5."""
+    hop = hop.strip()
+    if hop.startswith("["):
+        return hop[1:].split("]", 1)[0]
+    if hop.count(":") == 1:
+        return hop.split(":", 1)[0]
+    return hop
 
 
 def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:

@@ -30,7 +30,6 @@ class Resumes(Generic[C]):
         self.max_held = max_held
         self._held: dict[C, list[Event]] = {}
         self._after: dict[C, Position] = {}
-        self._newest: Position | None = None
 
     def __bool__(self) -> bool:
         return bool(self._held or self._after)
@@ -49,8 +48,10 @@ class Resumes(Generic[C]):
     def release(self, connection: C, position: Position) -> None:
         """Deliver live events again, except those up to ``position``."""
         self._held.pop(connection, None)
-        if self._newest is None or self._newest <= position:
-            self._after[connection] = position
+        # Even if a newer event went by already: events up to the position
+        # may still be on their way (they were published before the replay
+        # read the stream, but the subscriber may lag behind).
+        self._after[connection] = position
 
     def forget(self, connection: C) -> None:
         self._held.pop(connection, None)
@@ -61,10 +62,9 @@ class Resumes(Generic[C]):
         key = event_id_key(event.id)
         if key is None:
             return
-        if self._newest is None or key > self._newest:
-            self._newest = key
-        if self._after and key > max(self._after.values()):
-            self._after.clear()
+        if self._after:
+            # Past a connection's position, nothing later can be a duplicate.
+            self._after = {c: p for c, p in self._after.items() if p >= key}
 
     def admit(self, connection: C, event: Event) -> bool:
         """Whether to send a live event to a connection now.

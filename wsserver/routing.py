@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Generic, TypeVar
 
-__all__ = ["Permissions", "Router"]
+__all__ = ["Permissions", "Principal", "Router"]
 
 C = TypeVar("C", bound=Hashable)
 
@@ -31,6 +31,28 @@ class Permissions:
 
     def allows(self, content_type_id: int) -> bool:
         return self.everything or content_type_id in self.content_type_ids
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated user, as the server needs it (made by wsserver.auth).
+
+    Frozen and hashable; ``permissions`` and ``group_ids`` are shared between
+    principals that have equal ones (see Authenticator), so that thousands
+    of connections cost one object per distinct set.
+    """
+
+    user_id: str
+    username: str
+    permissions: Permissions
+    # A digest of django-sesame's revocation key (the password and/or the
+    # email, as SESAME_INVALIDATE_ON_* say): it changes exactly when the
+    # user's tokens die, and so must the connections they opened. Keyed with
+    # the signing key, so it tells nothing about them; kept out of repr().
+    credentials: str = dataclasses.field(default="", repr=False)
+    # The groups the user belongs to, whether or not they grant anything:
+    # who to recheck when a group changes.
+    group_ids: frozenset[int] = frozenset()
 
 
 @dataclasses.dataclass(slots=True)

@@ -31,6 +31,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from .access import AccessChanges, affected_users
 from .bus import Subscriber
@@ -50,8 +51,9 @@ from .routing import Router
 from .wire import control_channel, history_key
 
 if TYPE_CHECKING:
-    from .auth import Authenticator, Principal
+    from .auth import Authenticator
     from .config import Config
+    from .routing import Principal
 
 __all__ = ["Sidecar"]
 
@@ -82,6 +84,9 @@ RECHECK_BATCH = 500
 REPLAY_WRITE_SIZE = 64 * 1024
 # A background task that crashed is restarted after this delay.
 RESTART_DELAY = 1.0
+# How far in the future (by this machine's clock) an event's id may be: ids
+# are Redis' clock in milliseconds, so any later one was never a stream id.
+MAX_CLOCK_SKEW = 3600.0
 
 
 # Shared by every connection once its handshake is done (never modified).
@@ -139,6 +144,13 @@ class Sidecar:
         self.metrics.register(self)
         self.server: Server | None = None
         self.slow_closes = 0
+        # Reads of users' access, numbered as they start: a read never
+        # replaces what a later one applied (see _apply).
+        self._reads = 0
+        self._applied: dict[str, int] = {}
+        # When a recheck last found the database out of reach: rechecks fail
+        # at once for RECHECK_TIMEOUT after, rather than each waiting for it.
+        self._recheck_outage = float("-inf")
         self._database_ready = (float("-inf"), False)
         self._background: set[asyncio.Task[None]] = set()
 
@@ -147,7 +159,15 @@ class Sidecar:
     def on_bus_message(self, payload: bytes) -> None:
         """Send an event to every connection whose user may see it."""
         try:
+            if len(payload) > self.config.max_buffer:
+                raise InvalidEvent(
+                    f"{len(payload)} bytes, more than WS_MAX_BUFFER: no client "
+                    "could be sent it"
+                )
             event = parse_event(payload)
+            key = event_id_key(event.id)
+            if key is not None and key[0] > (time.time() + MAX_CLOCK_SKEW) * 1000:
+                raise InvalidEvent(f"id {event.id} is in the future")
         except InvalidEvent as exc:
             self.metrics.events["invalid"] += 1
             logger.warning("Skipped a bus message: %s: %.100r", exc, payload)
@@ -178,9 +198,12 @@ class Sidecar:
             why = f"a change of user(s) {', '.join(sorted(users)[:10])}"
         return self.recheck(users, why)
 
-    def on_resubscribed(self) -> None:
-        """Control messages may have been lost while Redis was away."""
-        self._spawn(self.recheck_everyone("resubscribed to Redis"))
+    def on_resubscribed(self) -> Awaitable[None]:
+        """Control messages may have been lost while Redis was away: recheck
+        everyone before the next event (the subscriber waits for it), and
+        confirm authentications that were in flight."""
+        self.changes.note_everyone()
+        return self.recheck_everyone("resubscribing to Redis")
 
     async def recheck_everyone(self, why: str) -> None:
         """Recheck every connected user, a batch of users per query."""
@@ -190,33 +213,49 @@ class Sidecar:
 
     async def recheck(self, user_ids: set[str], why: str) -> None:
         """Reload these users' access and apply it; disconnect, with 1013,
-        those it could not confirm."""
-        since = self.changes.count
+        those it could not confirm within RECHECK_TIMEOUT."""
+        pending = set(user_ids)
+        loop = asyncio.get_running_loop()
         try:
+            if loop.time() - self._recheck_outage < RECHECK_TIMEOUT:
+                raise DatabaseUnavailable("it did not answer the last recheck")
             async with asyncio.timeout(RECHECK_TIMEOUT):
-                principals = await self.database.run(
-                    self.authenticator.reauthenticate, sorted(user_ids)
-                )
+                while pending:
+                    since, read = self.changes.count, self._next_read()
+                    principals = await self.database.run(
+                        self.authenticator.reauthenticate, sorted(pending)
+                    )
+                    # Users whose access changed while this read ran may have
+                    # been read before the change: read them again.
+                    stale = {u for u in pending if self.changes.changed_since(u, since)}
+                    for user_id in pending - stale:
+                        self._apply(user_id, principals.get(user_id), read)
+                    pending = stale
         except Exception as exc:
             # Access may have been revoked and cannot be checked: disconnect
             # the users concerned; they authenticate again when they can.
-            reason = _reason(exc)
+            if _is_outage(exc):
+                self._recheck_outage = loop.time()
             (logger.warning if _is_outage(exc) else logger.exception)(
                 "Cannot recheck %d user(s) after %s (%s): disconnecting them with 1013",
-                len(user_ids),
+                len(pending),
                 why,
-                reason,
+                _reason(exc),
             )
-            for user_id in user_ids:
+            for user_id in pending:
                 for connection in self.router.connections_of(user_id):
                     self._disconnect(connection, TRY_AGAIN_LATER)
-            return
-        for user_id in user_ids:
-            if self.changes.changed_since(user_id, since):
-                continue  # read before a newer change: its own recheck decides
-            self._apply(user_id, principals.get(user_id))
 
-    def _apply(self, user_id: str, principal: Principal | None) -> None:
+    def _next_read(self) -> int:
+        self._reads += 1
+        return self._reads
+
+    def _apply(self, user_id: str, principal: Principal | None, read: int) -> None:
+        """Apply a read of a user's access, unless a later read was applied."""
+        if read < self._applied.get(user_id, 0):
+            return
+        if user_id in self.router.users():
+            self._applied[user_id] = read
         for connection in self.router.connections_of(user_id):
             previous = self.principals.get(connection)
             if principal is None or (
@@ -237,7 +276,9 @@ class Sidecar:
         """Stop routing anything to a connection."""
         self.router.remove(connection)
         self.fanout.forget(connection)
-        self.principals.pop(connection, None)
+        principal = self.principals.pop(connection, None)
+        if principal is not None and principal.user_id not in self.router.users():
+            self._applied.pop(principal.user_id, None)
 
     def _disconnect(
         self, connection: SidecarConnection, close: tuple[int, str]
@@ -340,7 +381,7 @@ class Sidecar:
         authenticated = await self._authenticate(connection)
         if authenticated is None:
             return None
-        principal, last_event_id = authenticated
+        principal, last_event_id, read = authenticated
         if not connection.is_open:  # closed during authentication
             return None
         user_connections = self.router.connections_of(principal.user_id)
@@ -356,6 +397,9 @@ class Sidecar:
         self.metrics.authentications["success"] += 1
         self.router.add(connection, principal.user_id, principal.permissions)
         self.principals[connection] = principal
+        # A recheck that read before this authentication must not undo it.
+        applied = self._applied.get(principal.user_id, 0)
+        self._applied[principal.user_id] = max(applied, read)
         if self.config.max_connection_age:
             # Spread over the last tenth of the age: clients that connected
             # together (after a restart) do not all reconnect together.
@@ -370,9 +414,10 @@ class Sidecar:
 
     async def _authenticate(
         self, connection: SidecarConnection
-    ) -> tuple[Principal, str | None] | None:
-        """The first message's principal and resume position, confirmed
-        against every access change that overlapped it; or None, refused."""
+    ) -> tuple[Principal, str | None, int] | None:
+        """The first message's principal, resume position and read number,
+        confirmed against every access change that overlapped it; or None,
+        refused."""
         deadline = asyncio.get_running_loop().time() + self.config.auth_timeout
         try:
             async with asyncio.timeout_at(deadline):
@@ -394,7 +439,7 @@ class Sidecar:
             self._refuse(connection, "failure", AUTHENTICATION_FAILED)
             return None
         del token
-        since = self.changes.count
+        since, read = self.changes.count, self._next_read()
         try:
             async with asyncio.timeout_at(deadline):
                 principal = await self.authentications.call(hello.token)
@@ -403,7 +448,7 @@ class Sidecar:
                 while principal is not None and self.changes.changed_since(
                     principal.user_id, since
                 ):
-                    since = self.changes.count
+                    since, read = self.changes.count, self._next_read()
                     confirmed = await self.database.run(
                         self.authenticator.reauthenticate, [principal.user_id]
                     )
@@ -426,7 +471,7 @@ class Sidecar:
             logger.info("Authentication failed for connection %s", connection.id)
             self._refuse(connection, "failure", AUTHENTICATION_FAILED)
             return None
-        return principal, hello.last_event_id
+        return principal, hello.last_event_id, read
 
     def _release_admission(self, connection: SidecarConnection) -> None:
         if connection.admission is not None:
@@ -451,14 +496,17 @@ class Sidecar:
         try:
             async with asyncio.timeout(self.config.replay_timeout):
                 async with self.replays.taken(user_id):
+                    if not connection.is_open:  # gone while it waited its turn
+                        self.fanout.forget(connection)
+                        return
                     position = await self._replay(connection, last_event_id)
                     while held := self.fanout.take_held(connection):
-                        payloads = [
-                            event.payload
+                        missed = [
+                            (event.content_type_id, event.payload)
                             for event in held
                             if _after(event.id, position)
                         ]
-                        if not await self._send(connection, payloads):
+                        if not await self._send(connection, missed):
                             break
         except TimeoutError:
             stalled = connection.paused_at is not None
@@ -489,42 +537,49 @@ class Sidecar:
             replay = Replay(last_event_id, None, gap=True)
         if replay.gap:
             gap = {"type": "resume_gap", "last_event_id": last_event_id}
-            await self._send(connection, [json.dumps(gap).encode()])
+            self.fanout.write(connection, [json.dumps(gap).encode()])
         async for entries in self.history.entries(replay):
-            if connection not in self.router:  # revoked, or too slow, meanwhile
-                return replay.position
-            permissions = self.router.permissions(connection)
-            payloads = [
-                entry.payload
+            missed = [
+                (entry.content_type_id, entry.payload)
                 for entry in entries
                 if entry.content_type_id is not None
-                and permissions.allows(entry.content_type_id)
             ]
-            if not await self._send(connection, payloads):
+            if not await self._send(connection, missed):
                 return replay.position
         return replay.position
 
-    async def _send(self, connection: SidecarConnection, payloads: list[bytes]) -> bool:
-        """Queue events for one connection, a few at a time, waiting for it to
-        read them in between; False once it is closing."""
-        batch: list[bytes] = []
-        size = 0
+    async def _send(
+        self, connection: SidecarConnection, events: list[tuple[int, bytes]]
+    ) -> bool:
+        """Queue (content type, payload) events for one connection, a few at a
+        time, each batch filtered with the user's permissions as they are when
+        it is written; wait for the client to read in between. False once the
+        connection is closing or no longer registered (revoked, too slow)."""
         limit = min(REPLAY_WRITE_SIZE, self.config.max_buffer // 2)
-        for payload in [*payloads, None]:
-            if payload is not None:
-                batch.append(payload)
-                size += len(payload)
-                if size < limit:
-                    continue
+        start = 0
+        while start < len(events):
+            if connection not in self.router:
+                return False
+            permissions = self.router.permissions(connection)
+            batch: list[bytes] = []
+            size = 0
+            while start < len(events) and size < limit:
+                content_type_id, payload = events[start]
+                start += 1
+                # An event past the buffer bound could never be sent whole.
+                if permissions.allows(content_type_id) and (
+                    len(payload) <= self.config.max_buffer
+                ):
+                    batch.append(payload)
+                    size += len(payload)
             if batch and not self.fanout.write(connection, batch):
                 return False
-            batch, size = [], 0
             if connection.paused_at is not None:
                 try:
                     await connection.drain()
                 except Exception:
                     return False
-        return connection.is_open
+        return connection.is_open and connection in self.router
 
     # HTTP endpoints on the WebSocket port
 
@@ -540,10 +595,12 @@ class Sidecar:
         # all_connections counts open connections, not this handshake.
         if len(self.server.all_connections) >= self.config.max_connections:
             return self._unavailable(connection, "too many connections")
+        # Proxies that add a header line of their own rather than append.
+        forwarded = ", ".join(request.headers.get_all("X-Forwarded-For")) or None
         address = address_key(
             client_address(
                 connection.remote_address[0],
-                request.headers.get("X-Forwarded-For"),
+                forwarded,
                 self.config.trusted_proxies,
             )
         )
@@ -552,6 +609,11 @@ class Sidecar:
             logger.info("Handshake from %s refused: %s", address, refusal)
             return self._unavailable(connection, refusal)
         connection.admission = address
+        # Given back once authenticated (see handler), or when the socket is
+        # gone, whenever that is: even before the handshake ends.
+        connection.connection_lost_waiter.add_done_callback(
+            lambda _: self._release_admission(connection)
+        )
         return None
 
     def _unavailable(self, connection: SidecarConnection, reason: str) -> Response:
@@ -674,7 +736,6 @@ class Sidecar:
     def _connection_class(self) -> type[SidecarConnection]:
         """Connections that report their opening and closing to the collector."""
         collector, router = self.collector, self.router
-        release = self._release_admission
 
         class Connection(SidecarConnection):
             max_buffer = self.config.max_buffer
@@ -685,7 +746,6 @@ class Sidecar:
 
             def connection_lost(self, exc: Exception | None) -> None:
                 super().connection_lost(exc)
-                release(self)  # a handshake that never reached the handler
                 collector.closed(len(router))
 
         return Connection
@@ -695,18 +755,24 @@ class Sidecar:
         server = self.server
         if server is None:
             return
+        # No new connections first (handshakes under way get HTTP 503).
+        server.close(close_connections=False)
+        await asyncio.sleep(0)
         logger.info("Shutting down: closing %d connections", len(server.connections))
         timeout = self.config.shutdown_timeout
         for connection in list(server.connections):
             # Aborted below once the timeout is over, if not closed by then.
             connection.close_soon(*SERVER_RESTART, timeout=timeout + 1)
-        server.close(close_connections=False)
         try:
             async with asyncio.timeout(timeout):
                 await server.wait_closed()
         except TimeoutError:
             # Clients that stopped reading never read the close frame.
-            stragglers = list(server.all_connections)
+            stragglers = [
+                connection
+                for connection in server.all_connections
+                if connection.protocol.state is not State.CLOSED
+            ]
             logger.warning(
                 "Aborting %d connections that did not close in time", len(stragglers)
             )
