@@ -10,12 +10,16 @@ made from it (redis_users.py), deleted when the session ends.
 from __future__ import annotations
 
 import os
+import urllib.parse
 import uuid
 
 import psycopg
 import pytest
 import redis
 import redis_users
+from processes import MainSite, Sidecar
+
+from wsserver.logs import mask_url
 
 PG_ADMIN_URL = os.environ.get(
     "WSSERVER_TEST_PG_URL",
@@ -86,3 +90,104 @@ def postgres():
         pytest.fail(f"PostgreSQL is not reachable ({exc}): run `make test`")
     yield databases
     databases.drop_all()
+
+
+MYSQL_URL = os.environ.get("WSSERVER_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306")
+
+
+class MySQLDatabases:
+    """Throwaway databases on the local MariaDB (or MySQL), dropped afterwards."""
+
+    def __init__(self) -> None:
+        import MySQLdb  # a test dependency: `make test` installs it
+
+        parts = urllib.parse.urlsplit(MYSQL_URL)
+        self.admin = MySQLdb.connect(
+            host=parts.hostname,
+            port=parts.port or 3306,
+            user=urllib.parse.unquote(parts.username or "root"),
+            password=urllib.parse.unquote(parts.password or ""),
+            connect_timeout=3,
+            autocommit=True,
+        )
+        self.created: list[str] = []
+
+    def create(self, *statements: str) -> str:
+        """A new database, where ``statements`` ran; its URL."""
+        name = f"wsserver_test_{uuid.uuid4().hex[:12]}"
+        cursor = self.admin.cursor()
+        cursor.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+        self.created.append(name)
+        cursor.execute(f"USE {name}")
+        for statement in statements:
+            cursor.execute(statement)
+        return f"{MYSQL_URL}/{name}"
+
+    def drop_all(self) -> None:
+        for name in self.created:
+            self.admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
+        self.admin.close()
+
+
+@pytest.fixture(scope="session")
+def mysql():
+    import MySQLdb
+
+    try:
+        databases = MySQLDatabases()
+    except MySQLdb.OperationalError as exc:
+        pytest.fail(
+            f"MariaDB at {mask_url(MYSQL_URL)} is not reachable ({exc}): run "
+            "`make test`, which starts it"
+        )
+    yield databases
+    databases.drop_all()
+
+
+# The example site and sidecars, shared by the end-to-end modules
+
+
+@pytest.fixture(scope="module")
+def sqlite_site(redis_url, tmp_path_factory, request) -> MainSite:
+    """The example site on a SQLite file and a channel of the module's own,
+    with the demo users (see seed_demo)."""
+    name = request.module.__name__.removeprefix("test_")
+    database = tmp_path_factory.mktemp(name) / "site.sqlite3"
+    site = MainSite(f"sqlite:///{database}", redis_url, f"{name}-{os.getpid()}")
+    return site.prepare()
+
+
+@pytest.fixture(scope="module")
+def site(sqlite_site) -> MainSite:
+    """The module's example site: SQLite unless the module says otherwise."""
+    return sqlite_site
+
+
+@pytest.fixture(scope="module")
+def tokens(site) -> dict[str, str]:
+    """Tokens of the demo users, made once (see LONG_LIVED)."""
+    return {user: site.token(user) for user in ["admin", "alice", "bob"]}
+
+
+@pytest.fixture(scope="module")
+def sidecar_env() -> dict[str, str]:
+    """What start_sidecar adds to each sidecar's environment: a module may
+    override this fixture (e.g. with LONG_LIVED)."""
+    return {}
+
+
+@pytest.fixture
+def start_sidecar(site, sidecar_env, tmp_path):
+    """Start sidecars on the module's ``site``; each is stopped afterwards."""
+    started = []
+
+    def start(main_site: MainSite | None = None, **env: str) -> Sidecar:
+        sidecar = Sidecar.for_site(
+            main_site or site, tmp_path, **{**sidecar_env, **env}
+        )
+        started.append(sidecar.start())
+        return sidecar
+
+    yield start
+    exit_codes = [sidecar.stop() for sidecar in started]
+    assert exit_codes == [0] * len(started), exit_codes

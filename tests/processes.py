@@ -26,6 +26,8 @@ from websockets.asyncio.client import ClientConnection
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example"
 SECRET_KEY = "e2e-test-secret-key-0123456789"
+# Tokens made once per module: the sidecars accept them for a day.
+LONG_LIVED = {"SESAME_MAX_AGE": "86400"}
 PASSWORD = "e2e-password"
 
 
@@ -206,6 +208,16 @@ class Sidecar:
             for line in lines
             if line.startswith(prefix)
         )
+
+    def open_sockets(self) -> int:
+        """Sockets the sidecar process holds: clients, Redis, the database."""
+        assert self.process is not None
+        directory = f"/proc/{self.process.pid}/fd"
+        targets = []
+        for fd in os.listdir(directory):
+            with contextlib.suppress(FileNotFoundError):
+                targets.append(os.readlink(f"{directory}/{fd}"))
+        return sum(target.startswith("socket:") for target in targets)
 
     def invalid_bus_messages(self) -> int:
         """Bus and control messages the sidecar skipped."""

@@ -28,7 +28,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.parse
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +41,6 @@ pytestmark = pytest.mark.e2e
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 EXAMPLE = ROOT / "example"
-MYSQL_URL = os.environ.get("WSSERVER_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306")
 CUSTOM_USER = {
     "WS_USER_TABLE": "accounts_user",
     "WS_USER_PK": "uuid",
@@ -120,40 +118,10 @@ def run(side: str, env: dict, function: Callable, arguments: dict) -> Child:
     return Child(json.loads(result.stdout.splitlines()[-1]), result.stderr)
 
 
-class MySQLDatabases:
-    """Throwaway databases on the local MariaDB (or MySQL)."""
-
-    def __init__(self) -> None:
-        import MySQLdb
-
-        parts = urllib.parse.urlsplit(MYSQL_URL)
-        self.admin = MySQLdb.connect(
-            host=parts.hostname,
-            port=parts.port or 3306,
-            user=urllib.parse.unquote(parts.username or "root"),
-            password=urllib.parse.unquote(parts.password or ""),
-            connect_timeout=3,
-            autocommit=True,
-        )
-        self.created: list[str] = []
-
-    def create(self) -> str:
-        name = f"wsserver_test_{uuid.uuid4().hex[:12]}"
-        self.admin.cursor().execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-        self.created.append(name)
-        return f"{MYSQL_URL}/{name}"
-
-    def drop_all(self) -> None:
-        for name in self.created:
-            self.admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
-        self.admin.close()
-
-
 @pytest.fixture(scope="module")
-def databases(postgres, redis_url, tmp_path_factory):
+def databases(postgres, redis_url, tmp_path_factory, request):
     """Prepared databases by (backend, custom user model?), made on first use."""
     made: dict[tuple[str, bool], Database] = {}
-    mysql: list[MySQLDatabases] = []
 
     def get(backend: str, custom: bool) -> Database:
         if (backend, custom) in made:
@@ -163,17 +131,7 @@ def databases(postgres, redis_url, tmp_path_factory):
         elif backend == "postgresql":
             url = postgres.create()
         else:
-            if not mysql:
-                import MySQLdb  # a test dependency: `make test` installs it
-
-                try:
-                    mysql.append(MySQLDatabases())
-                except MySQLdb.OperationalError as exc:
-                    pytest.fail(
-                        f"MariaDB at {MYSQL_URL} does not answer ({exc}): run "
-                        "`make test`, which starts it"
-                    )
-            url = mysql[0].create()
+            url = request.getfixturevalue("mysql").create()
         extra = {"EXAMPLE_CUSTOM_USER": "1"} if custom else {}
         site = MainSite(url, redis_url, f"auth-{uuid.uuid4().hex[:8]}", **extra)
         site.prepare()
@@ -182,9 +140,7 @@ def databases(postgres, redis_url, tmp_path_factory):
         made[backend, custom] = database
         return database
 
-    yield get
-    for databases in mysql:
-        databases.drop_all()
+    return get
 
 
 BACKENDS = ["sqlite", "postgresql", "mysql"]

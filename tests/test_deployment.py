@@ -10,7 +10,6 @@ through to its clients.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import signal
@@ -21,9 +20,7 @@ import redis
 from clients import authenticate, closed_with, publish_like_the_publisher
 from clients import receive_event as receive
 from processes import (
-    PASSWORD,
     ROOT,
-    MainSite,
     Sidecar,
     eventually,
     free_port,
@@ -44,17 +41,6 @@ def documented_nginx_config(upstreams: list[int], port: int) -> str:
         config = config.replace(line, f"    server 127.0.0.1:{upstream};", 1)
     assert "listen 443 ssl;" in config
     return config.replace("listen 443 ssl;", f"listen 127.0.0.1:{port};")
-
-
-@pytest.fixture(scope="module")
-def site(redis_url, tmp_path_factory):
-    database = tmp_path_factory.mktemp("deployment") / "site.sqlite3"
-    main_site = MainSite(
-        f"sqlite:///{database}", redis_url, f"deployment-{os.getpid()}"
-    )
-    main_site.manage("migrate", "--noinput")
-    main_site.manage("seed_demo", "--password", PASSWORD)
-    return main_site
 
 
 @pytest.fixture

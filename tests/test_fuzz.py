@@ -15,7 +15,7 @@ import random
 import pytest
 import redis
 from clients import authenticate, closed_with, receive_event
-from processes import MainSite, Sidecar, eventually, http_status
+from processes import Sidecar, eventually, http_status
 from rawclient import RawClient
 from websockets.frames import Opcode
 
@@ -23,14 +23,6 @@ pytestmark = pytest.mark.e2e
 
 SEED = int(os.environ.get("WSSERVER_FUZZ_SEED", "20261125"))
 CASES = 300
-
-
-@pytest.fixture(scope="module")
-def site(redis_url, tmp_path_factory):
-    database = tmp_path_factory.mktemp("fuzz") / "site.sqlite3"
-    main_site = MainSite(f"sqlite:///{database}", redis_url, f"fuzz-{os.getpid()}")
-    main_site.prepare()
-    return main_site
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +36,6 @@ def sidecar(site, tmp_path_factory):
     ).start()
     yield process
     assert process.stop() == 0
-
-
-def open_sockets(sidecar: Sidecar) -> int:
-    """Sockets the sidecar holds: its client connections, Redis, PostgreSQL."""
-    directory = f"/proc/{sidecar.process.pid}/fd"
-    targets = []
-    for fd in os.listdir(directory):
-        with contextlib.suppress(FileNotFoundError):
-            targets.append(os.readlink(f"{directory}/{fd}"))
-    return sum(target.startswith("socket:") for target in targets)
 
 
 def near_valid(token: str, rng: random.Random) -> str:
@@ -131,7 +113,7 @@ def bus_payloads(rng: random.Random):
 async def test_fuzzed_first_frames(site, sidecar):
     rng = random.Random(SEED)
     token = site.token("admin")
-    before = open_sockets(sidecar)
+    before = sidecar.open_sockets()
 
     async def one(frames):
         try:
@@ -151,7 +133,7 @@ async def test_fuzzed_first_frames(site, sidecar):
 
     await assert_still_serving(site, sidecar, token)
     await eventually(
-        lambda: open_sockets(sidecar) <= before, 10, "the fuzzed sockets closed"
+        lambda: sidecar.open_sockets() <= before, 10, "the fuzzed sockets closed"
     )
     assert "Traceback" not in sidecar.log()
     assert "handler failed" not in sidecar.log()

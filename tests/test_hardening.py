@@ -18,44 +18,20 @@ import pytest
 import redis
 from clients import assert_no_event, authenticate, closed_with, receive_event
 from faults import ThrowawayPostgres, ThrowawayRedis
-from processes import MainSite, Sidecar, http_status, wait_for
+from processes import LONG_LIVED, MainSite, Sidecar, http_status, wait_for
 from rawclient import RawClient, close_code
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 pytestmark = pytest.mark.e2e
 
-# Tokens are made once per module: the sidecars accept them for a day.
-LONG_LIVED = {"SESAME_MAX_AGE": "86400"}
 # Hundreds of clients from one address at once, as no real host would.
 BURSTS = {"WS_MAX_AUTHENTICATING_PER_ADDRESS": "0"}
 
 
 @pytest.fixture(scope="module")
-def site(redis_url, tmp_path_factory):
-    database = tmp_path_factory.mktemp("hardening") / "site.sqlite3"
-    main_site = MainSite(f"sqlite:///{database}", redis_url, f"hard-{os.getpid()}")
-    main_site.prepare()
-    return main_site
-
-
-@pytest.fixture(scope="module")
-def tokens(site):
-    return {user: site.token(user) for user in ["admin", "alice", "bob"]}
-
-
-@pytest.fixture
-def start_sidecar(site, tmp_path):
-    started = []
-
-    def start(wait_ready: bool = True, **env: str) -> Sidecar:
-        sidecar = Sidecar.for_site(site, tmp_path, **{**LONG_LIVED, **env})
-        started.append(sidecar.start(wait_ready))
-        return sidecar
-
-    yield start
-    for sidecar in started:
-        sidecar.stop()
+def sidecar_env():
+    return LONG_LIVED  # tokens are made once per module
 
 
 def publish(site: MainSite, event: dict, redis_url: str | None = None) -> None:

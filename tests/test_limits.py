@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import socket
 import struct
 
 import pytest
 from clients import assert_no_event, authenticate, closed_with
-from processes import MainSite, Sidecar, eventually
+from processes import Sidecar, eventually
 from rawclient import RawClient, close_code
 from websockets.frames import Frame, Opcode
 
@@ -126,14 +125,6 @@ async def test_a_cancelled_waiter_gives_its_turn_back():
 # Real sidecars
 
 
-@pytest.fixture(scope="module")
-def site(redis_url, tmp_path_factory):
-    database = tmp_path_factory.mktemp("limits") / "site.sqlite3"
-    main_site = MainSite(f"sqlite:///{database}", redis_url, f"limits-{os.getpid()}")
-    main_site.prepare()
-    return main_site
-
-
 async def handshake_status(port: int, **options) -> int | RawClient:
     """A raw client that sends no token yet, or the HTTP status refusing it."""
     try:
@@ -144,158 +135,124 @@ async def handshake_status(port: int, **options) -> int | RawClient:
 
 @pytest.mark.e2e
 async def test_connections_still_authenticating_have_limits_of_their_own(
-    site, tmp_path
+    site, start_sidecar
 ):
-    sidecar = Sidecar.for_site(
-        site,
-        tmp_path,
+    sidecar = start_sidecar(
         WS_MAX_CONNECTIONS="10",
         WS_MAX_AUTHENTICATING="50%",
         WS_MAX_AUTHENTICATING_PER_ADDRESS="2",
         SESAME_MAX_AGE="3600",
-    ).start()
-    try:
-        token = site.token("alice")
-        # One host holds at most 2 unauthenticated sockets...
-        first = [await handshake_status(sidecar.port) for _ in range(2)]
-        assert all(isinstance(client, RawClient) for client in first)
-        assert await handshake_status(sidecar.port) == 503
-        # ... other hosts get theirs, up to 5 (50%) in all ...
-        others = [
-            await handshake_status(sidecar.port, source=f"127.0.0.{n}")
-            for n in (2, 2, 3)
-        ]
-        assert all(isinstance(client, RawClient) for client in others)
-        assert await handshake_status(sidecar.port, source="127.0.0.4") == 503
-        # ... and authenticated users are never locked out by them.
-        for client in first:
-            client.send_text(token)
-        await sidecar.until_connections(2)
-        user = await authenticate(sidecar.url, token)
-        await assert_no_event(user, 0.2)
-        assert user.close_code is None
-        assert sidecar._metric("wsserver_handshakes_refused_total{") == 2
-        await user.close()
-        for client in [*first, *others]:
-            client.abort()
-    finally:
-        assert sidecar.stop() == 0
+    )
+    token = site.token("alice")
+    # One host holds at most 2 unauthenticated sockets...
+    first = [await handshake_status(sidecar.port) for _ in range(2)]
+    assert all(isinstance(client, RawClient) for client in first)
+    assert await handshake_status(sidecar.port) == 503
+    # ... other hosts get theirs, up to 5 (50%) in all ...
+    others = [
+        await handshake_status(sidecar.port, source=f"127.0.0.{n}") for n in (2, 2, 3)
+    ]
+    assert all(isinstance(client, RawClient) for client in others)
+    assert await handshake_status(sidecar.port, source="127.0.0.4") == 503
+    # ... and authenticated users are never locked out by them.
+    for client in first:
+        client.send_text(token)
+    await sidecar.until_connections(2)
+    user = await authenticate(sidecar.url, token)
+    await assert_no_event(user, 0.2)
+    assert user.close_code is None
+    assert sidecar._metric("wsserver_handshakes_refused_total{") == 2
+    await user.close()
+    for client in [*first, *others]:
+        client.abort()
+
+
+def forwarded(*addresses: str) -> dict:
+    """X-Forwarded-For, one header line per address."""
+    return {"headers": [("X-Forwarded-For", address) for address in addresses]}
 
 
 @pytest.mark.e2e
-async def test_behind_a_trusted_proxy_the_forwarded_address_counts(site, tmp_path):
-    sidecar = Sidecar.for_site(
-        site,
-        tmp_path,
-        WS_MAX_AUTHENTICATING_PER_ADDRESS="1",
-        WS_TRUSTED_PROXIES="127.0.0.1",
-    ).start()
-    try:
-
-        def forwarded(address: str) -> dict:
-            return {"headers": {"X-Forwarded-For": address}}
-
-        one = await handshake_status(sidecar.port, **forwarded("198.51.100.1"))
-        two = await handshake_status(sidecar.port, **forwarded("198.51.100.2"))
-        assert isinstance(one, RawClient) and isinstance(two, RawClient)
-        assert await handshake_status(sidecar.port, **forwarded("198.51.100.1")) == 503
-        # Not from the proxy: the header is not believed, the peer counts.
-        other = await handshake_status(
-            sidecar.port, source="127.0.0.2", **forwarded("198.51.100.3")
-        )
-        assert isinstance(other, RawClient)
-        assert (
-            await handshake_status(
-                sidecar.port, source="127.0.0.2", **forwarded("198.51.100.4")
-            )
-            == 503
-        )
-        for client in (one, two, other):
-            client.abort()
-    finally:
-        assert sidecar.stop() == 0
+async def test_behind_a_trusted_proxy_the_forwarded_address_counts(start_sidecar):
+    sidecar = start_sidecar(
+        WS_MAX_AUTHENTICATING_PER_ADDRESS="1", WS_TRUSTED_PROXIES="127.0.0.1"
+    )
+    one = await handshake_status(sidecar.port, **forwarded("198.51.100.1"))
+    two = await handshake_status(sidecar.port, **forwarded("198.51.100.2"))
+    assert isinstance(one, RawClient) and isinstance(two, RawClient)
+    assert await handshake_status(sidecar.port, **forwarded("198.51.100.1")) == 503
+    # Not from the proxy: the header is not believed, the peer counts.
+    other = "127.0.0.2"
+    three = await handshake_status(
+        sidecar.port, source=other, **forwarded("198.51.100.3")
+    )
+    assert isinstance(three, RawClient)
+    refused = await handshake_status(
+        sidecar.port, source=other, **forwarded("198.51.100.4")
+    )
+    assert refused == 503
+    # A proxy that adds a line of its own rather than append: its (the
+    # rightmost) address counts, not what the client wrote.
+    four = await handshake_status(
+        sidecar.port, **forwarded("203.0.113.9", "198.51.100.5")
+    )
+    assert isinstance(four, RawClient)
+    again = forwarded("203.0.113.10", "198.51.100.5")
+    assert await handshake_status(sidecar.port, **again) == 503
+    assert "Traceback" not in sidecar.log()
+    for client in (one, two, three, four):
+        client.abort()
 
 
 @pytest.mark.e2e
-async def test_a_refused_handshake_frees_nothing_it_did_not_take(site, tmp_path):
+async def test_a_refused_handshake_frees_nothing_it_did_not_take(start_sidecar):
     # Slots are given back whatever happens: timeouts, refusals, aborts.
-    sidecar = Sidecar.for_site(
-        site, tmp_path, WS_MAX_AUTHENTICATING_PER_ADDRESS="3", WS_AUTH_TIMEOUT="1"
-    ).start()
-    try:
-        silent = [await handshake_status(sidecar.port) for _ in range(3)]
-        assert await handshake_status(sidecar.port) == 503
-        for client in silent:  # the authentication timeout frees them
-            assert close_code(await client.read_until_closed(10)) == 1008
-        bad = await authenticate(sidecar.url, "not a token")
-        assert await closed_with(bad) == (1011, "authentication failed")
-        aborted = await handshake_status(sidecar.port)
-        aborted.abort()
-        await eventually(
-            lambda: sidecar._metric("wsserver_authenticating ") == 0, 5, "all freed"
-        )
-        again = [await handshake_status(sidecar.port) for _ in range(3)]
-        assert all(isinstance(client, RawClient) for client in again)
-        for client in again:
-            client.abort()
-    finally:
-        assert sidecar.stop() == 0
+    sidecar = start_sidecar(WS_MAX_AUTHENTICATING_PER_ADDRESS="3", WS_AUTH_TIMEOUT="1")
+    silent = [await handshake_status(sidecar.port) for _ in range(3)]
+    assert await handshake_status(sidecar.port) == 503
+    for client in silent:  # the authentication timeout frees them
+        assert close_code(await client.read_until_closed(10)) == 1008
+    bad = await authenticate(sidecar.url, "not a token")
+    assert await closed_with(bad) == (1011, "authentication failed")
+    aborted = await handshake_status(sidecar.port)
+    aborted.abort()
+    await all_slots_free(sidecar)
+    again = [await handshake_status(sidecar.port) for _ in range(3)]
+    assert all(isinstance(client, RawClient) for client in again)
+    for client in again:
+        client.abort()
 
 
 @pytest.mark.e2e
-async def test_a_handshake_that_dies_before_it_ends_gives_its_slot_back(site, tmp_path):
+async def test_a_handshake_that_dies_before_it_ends_gives_its_slot_back(
+    start_sidecar,
+):
     # The request and a ping in one packet, then a reset: websockets answers
     # the ping while the handshake is under way, the write fails and the
     # socket is gone before the handshake ends. Such sockets once kept their
     # slot forever: a few dozen locked an address out.
-    sidecar = Sidecar.for_site(
-        site, tmp_path, WS_MAX_AUTHENTICATING_PER_ADDRESS="5"
-    ).start()
-    try:
-        request = (
-            "GET / HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{sidecar.port}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode() + Frame(Opcode.PING, b"p").serialize(mask=True, extensions=[])
-        for _ in range(30):
-            with socket.create_connection(("127.0.0.1", sidecar.port)) as sock:
-                sock.sendall(request)
-                sock.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                )
-        await eventually(
-            lambda: sidecar._metric("wsserver_authenticating ") == 0, 5, "all freed"
-        )
-        clients = [await handshake_status(sidecar.port) for _ in range(5)]
-        assert all(isinstance(client, RawClient) for client in clients)
-        for client in clients:
-            client.abort()
-    finally:
-        assert sidecar.stop() == 0
+    sidecar = start_sidecar(WS_MAX_AUTHENTICATING_PER_ADDRESS="5")
+    request = (
+        "GET / HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{sidecar.port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode() + Frame(Opcode.PING, b"p").serialize(mask=True, extensions=[])
+    for _ in range(30):
+        with socket.create_connection(("127.0.0.1", sidecar.port)) as sock:
+            sock.sendall(request)
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+    await all_slots_free(sidecar)
+    clients = [await handshake_status(sidecar.port) for _ in range(5)]
+    assert all(isinstance(client, RawClient) for client in clients)
+    for client in clients:
+        client.abort()
 
 
-@pytest.mark.e2e
-async def test_a_proxy_that_adds_a_header_line_of_its_own(site, tmp_path):
-    sidecar = Sidecar.for_site(
-        site,
-        tmp_path,
-        WS_MAX_AUTHENTICATING_PER_ADDRESS="1",
-        WS_TRUSTED_PROXIES="127.0.0.1",
-    ).start()
-    try:
-        # The client's own header first, then the proxy's line: the proxy's
-        # (rightmost) address counts.
-        headers = [
-            ("X-Forwarded-For", "203.0.113.9"),
-            ("X-Forwarded-For", "198.51.100.1"),
-        ]
-        first = await handshake_status(sidecar.port, headers=headers)
-        assert isinstance(first, RawClient)
-        again = [("X-Forwarded-For", "203.0.113.10"), headers[1]]
-        assert await handshake_status(sidecar.port, headers=again) == 503
-        assert "Traceback" not in sidecar.log()
-        first.abort()
-    finally:
-        assert sidecar.stop() == 0
+async def all_slots_free(sidecar: Sidecar) -> None:
+    await eventually(
+        lambda: sidecar._metric("wsserver_authenticating ") == 0, 5, "all freed"
+    )

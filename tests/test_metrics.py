@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import urllib.request
 
@@ -18,7 +17,6 @@ from clients import (
 )
 from faults import ThrowawayRedis
 from processes import (
-    PASSWORD,
     MainSite,
     Sidecar,
     eventually,
@@ -88,15 +86,6 @@ def test_metrics_ports_that_cannot_work_are_refused(env, message):
 
 
 # Real traffic
-
-
-@pytest.fixture(scope="module")
-def site(redis_url, tmp_path_factory):
-    database = tmp_path_factory.mktemp("metrics") / "site.sqlite3"
-    main_site = MainSite(f"sqlite:///{database}", redis_url, f"metrics-{os.getpid()}")
-    main_site.manage("migrate", "--noinput")
-    main_site.manage("seed_demo", "--password", PASSWORD)
-    return main_site
 
 
 def scrape(url: str) -> dict[str, float]:

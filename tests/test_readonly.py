@@ -16,7 +16,6 @@ import sqlite3
 import subprocess
 import sys
 import urllib.parse
-import uuid
 from pathlib import Path
 
 import pytest
@@ -29,12 +28,10 @@ from wsserver.djangosettings import (
     read_only_database,
     read_only_problem,
 )
-from wsserver.logs import mask_url
 
 BASE = {"SECRET_KEY": "s3cret"}
 # A path with every character that means something in a URI.
 AWKWARD = "we?ird #dir %41/site ?#%20 b.sqlite3"
-MYSQL_URL = os.environ.get("WSSERVER_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306")
 
 
 def config_for(database_url: str, engine: str | None = None):
@@ -257,55 +254,6 @@ async def test_a_sidecar_on_an_sqlite_path_with_uri_characters(
     # Nothing was created next to it (a broken URI opens another file).
     assert {p.name for p in path.parent.iterdir()} == {path.name}
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [path.parent.name]
-
-
-class MySQLDatabases:
-    """Throwaway databases on the local MariaDB (or MySQL), dropped afterwards."""
-
-    def __init__(self) -> None:
-        import MySQLdb
-
-        parts = urllib.parse.urlsplit(MYSQL_URL)
-        self.admin = MySQLdb.connect(
-            host=parts.hostname,
-            port=parts.port or 3306,
-            user=urllib.parse.unquote(parts.username or "root"),
-            password=urllib.parse.unquote(parts.password or ""),
-            connect_timeout=3,
-            autocommit=True,
-        )
-        self.created: list[str] = []
-
-    def create(self, *statements: str) -> str:
-        """A new database, where ``statements`` ran; its URL."""
-        name = f"wsserver_test_{uuid.uuid4().hex[:12]}"
-        cursor = self.admin.cursor()
-        cursor.execute(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-        self.created.append(name)
-        cursor.execute(f"USE {name}")
-        for statement in statements:
-            cursor.execute(statement)
-        return f"{MYSQL_URL}/{name}"
-
-    def drop_all(self) -> None:
-        for name in self.created:
-            self.admin.cursor().execute(f"DROP DATABASE IF EXISTS {name}")
-        self.admin.close()
-
-
-@pytest.fixture(scope="module")
-def mysql():
-    import MySQLdb
-
-    try:
-        databases = MySQLDatabases()
-    except MySQLdb.OperationalError as exc:
-        pytest.fail(
-            f"MariaDB at {mask_url(MYSQL_URL)} is not reachable ({exc}): run "
-            "`make test`, which starts it"
-        )
-    yield databases
-    databases.drop_all()
 
 
 @pytest.mark.e2e

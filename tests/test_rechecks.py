@@ -11,14 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sqlite3
 
 import pytest
 import redis
 from clients import assert_no_event, closed_with, receive_event
 from faults import ThrowawayRedis
-from processes import PASSWORD, MainSite, Sidecar, http_status, wait_for
+from processes import PASSWORD, MainSite, http_status, wait_for
 from websockets.exceptions import ConnectionClosed
 
 from wsserver.wire import control_channel
@@ -26,32 +25,10 @@ from wsserver.wire import control_channel
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def site(redis_url, tmp_path_factory):
-    database = tmp_path_factory.mktemp("rechecks") / "site.sqlite3"
-    main_site = MainSite(f"sqlite:///{database}", redis_url, f"rechecks-{os.getpid()}")
-    main_site.manage("migrate", "--noinput")
-    return main_site
-
-
 @pytest.fixture(autouse=True)
 def demo_users(site):
     """Every test starts from the demo users as seeded."""
     site.manage("seed_demo", "--password", PASSWORD)
-
-
-@pytest.fixture
-def start_sidecar(site, tmp_path):
-    started = []
-
-    def start(main_site: MainSite = site, **env: str) -> Sidecar:
-        sidecar = Sidecar.for_site(main_site, tmp_path, **env).start()
-        started.append(sidecar)
-        return sidecar
-
-    yield start
-    for sidecar in started:
-        sidecar.stop()
 
 
 def shell(site: MainSite, code: str) -> str:

@@ -22,40 +22,16 @@ from clients import (
     publish_like_the_publisher,
     receive_event,
 )
-from processes import MainSite, Sidecar, eventually
+from processes import LONG_LIVED, MainSite, Sidecar, eventually
 from rawclient import RawClient, close_code
 from websockets.frames import Opcode
 
 pytestmark = pytest.mark.e2e
 
-LONG_LIVED = {"SESAME_MAX_AGE": "86400"}
-
 
 @pytest.fixture(scope="module")
-def site(redis_url, tmp_path_factory):
-    database = tmp_path_factory.mktemp("stalls") / "site.sqlite3"
-    main_site = MainSite(f"sqlite:///{database}", redis_url, f"stalls-{os.getpid()}")
-    main_site.prepare()
-    return main_site
-
-
-@pytest.fixture(scope="module")
-def tokens(site):
-    return {user: site.token(user) for user in ["admin", "alice", "bob"]}
-
-
-@pytest.fixture
-def start_sidecar(site, tmp_path):
-    started = []
-
-    def start(**env: str) -> Sidecar:
-        sidecar = Sidecar.for_site(site, tmp_path, **{**LONG_LIVED, **env})
-        started.append(sidecar.start())
-        return sidecar
-
-    yield start
-    for sidecar in started:
-        sidecar.stop()
+def sidecar_env():
+    return LONG_LIVED  # tokens are made once per module
 
 
 def bus(site: MainSite) -> redis.Redis:
@@ -64,16 +40,6 @@ def bus(site: MainSite) -> redis.Redis:
 
 def publish(site: MainSite, event: dict) -> None:
     bus(site).publish(site.env["WSSERVER_CHANNEL"], json.dumps(event))
-
-
-def open_sockets(sidecar: Sidecar) -> int:
-    """Sockets the sidecar process holds (clients, Redis, the database)."""
-    directory = f"/proc/{sidecar.process.pid}/fd"
-    targets = []
-    for fd in os.listdir(directory):
-        with contextlib.suppress(FileNotFoundError):
-            targets.append(os.readlink(f"{directory}/{fd}"))
-    return sum(target.startswith("socket:") for target in targets)
 
 
 async def stop_reading(sidecar: Sidecar, token: str, **options) -> RawClient:
@@ -139,7 +105,7 @@ async def test_an_unauthenticated_client_that_floods_pings_and_never_reads_is_dr
     start_sidecar,
 ):
     sidecar = start_sidecar(WS_AUTH_TIMEOUT="1")
-    before = open_sockets(sidecar)
+    before = sidecar.open_sockets()
     client = await RawClient.connect(sidecar.port, receive_buffer=4096)
     started = time.monotonic()
     # Pings, no token: the sidecar's pongs pile up, unread.
@@ -151,7 +117,7 @@ async def test_an_unauthenticated_client_that_floods_pings_and_never_reads_is_dr
                 await client.writer.drain()
     # Gone within the authentication timeout and the closing handshake's
     # bound, although it never reads the close frame.
-    await eventually(lambda: open_sockets(sidecar) < before + 1, 10, "dropped")
+    await eventually(lambda: sidecar.open_sockets() < before + 1, 10, "dropped")
     assert time.monotonic() - started < 1 + 5 + 3
     client.abort()
 

@@ -41,9 +41,6 @@ class SidecarConnection(ServerConnection):
     # Bytes of pending output past which the connection is aborted, whatever
     # wrote them (events, or websockets' own pongs to a ping flood).
     max_buffer = 2**20
-    # Set by the server when it admits the handshake (see wsserver.limits):
-    # released once the connection authenticated, or closed.
-    admission: str | None = None
     # When the connection is closed so that its client authenticates again
     # (WS_MAX_CONNECTION_AGE), on the event loop's clock; None: never.
     expires_at: float | None = None

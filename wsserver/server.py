@@ -129,6 +129,8 @@ class Sidecar:
         self.admission = Admission(
             config.max_authenticating, config.max_authenticating_per_address
         )
+        # Connections admitted and not authenticated yet: their address key.
+        self._admitted: dict[SidecarConnection, str] = {}
         self.replays = Slots(config.max_replays, config.max_replays_per_user)
         self.changes = AccessChanges()
         self.keepalive = Keepalive(
@@ -145,8 +147,11 @@ class Sidecar:
         self.server: Server | None = None
         self.slow_closes = 0
         # Reads of users' access, numbered as they start: a read never
-        # replaces what a later one applied (see _apply).
+        # replaces what a later one applied (see _apply). Remembered only
+        # while a recheck's read is under way: only then can an older read
+        # come after a newer one.
         self._reads = 0
+        self._rechecks_reading: set[int] = set()
         self._applied: dict[str, int] = {}
         # When a recheck last found the database out of reach: rechecks fail
         # at once for RECHECK_TIMEOUT after, rather than each waiting for it.
@@ -222,14 +227,20 @@ class Sidecar:
             async with asyncio.timeout(RECHECK_TIMEOUT):
                 while pending:
                     since, read = self.changes.count, self._next_read()
-                    principals = await self.database.run(
-                        self.authenticator.reauthenticate, sorted(pending)
-                    )
+                    self._rechecks_reading.add(read)
+                    try:
+                        principals = await self.database.run(
+                            self.authenticator.reauthenticate, sorted(pending)
+                        )
+                    finally:
+                        self._rechecks_reading.discard(read)
                     # Users whose access changed while this read ran may have
                     # been read before the change: read them again.
                     stale = {u for u in pending if self.changes.changed_since(u, since)}
                     for user_id in pending - stale:
                         self._apply(user_id, principals.get(user_id), read)
+                    if not self._rechecks_reading:
+                        self._applied.clear()
                     pending = stale
         except Exception as exc:
             # Access may have been revoked and cannot be checked: disconnect
@@ -254,7 +265,7 @@ class Sidecar:
         """Apply a read of a user's access, unless a later read was applied."""
         if read < self._applied.get(user_id, 0):
             return
-        if user_id in self.router.users():
+        if self._rechecks_reading:
             self._applied[user_id] = read
         for connection in self.router.connections_of(user_id):
             previous = self.principals.get(connection)
@@ -276,9 +287,7 @@ class Sidecar:
         """Stop routing anything to a connection."""
         self.router.remove(connection)
         self.fanout.forget(connection)
-        principal = self.principals.pop(connection, None)
-        if principal is not None and principal.user_id not in self.router.users():
-            self._applied.pop(principal.user_id, None)
+        self.principals.pop(connection, None)
 
     def _disconnect(
         self, connection: SidecarConnection, close: tuple[int, str]
@@ -397,9 +406,10 @@ class Sidecar:
         self.metrics.authentications["success"] += 1
         self.router.add(connection, principal.user_id, principal.permissions)
         self.principals[connection] = principal
-        # A recheck that read before this authentication must not undo it.
-        applied = self._applied.get(principal.user_id, 0)
-        self._applied[principal.user_id] = max(applied, read)
+        if self._rechecks_reading:
+            # A recheck that read before this authentication must not undo it.
+            applied = self._applied.get(principal.user_id, 0)
+            self._applied[principal.user_id] = max(applied, read)
         if self.config.max_connection_age:
             # Spread over the last tenth of the age: clients that connected
             # together (after a restart) do not all reconnect together.
@@ -474,9 +484,9 @@ class Sidecar:
         return principal, hello.last_event_id, read
 
     def _release_admission(self, connection: SidecarConnection) -> None:
-        if connection.admission is not None:
-            self.admission.release(connection.admission)
-            connection.admission = None
+        address = self._admitted.pop(connection, None)
+        if address is not None:
+            self.admission.release(address)
 
     # Resuming
 
@@ -604,16 +614,17 @@ class Sidecar:
                 self.config.trusted_proxies,
             )
         )
+        if connection.connection_lost_waiter.done():
+            # Gone already (e.g. reset while websockets answered a ping sent
+            # with the request): connection_lost would never give it back.
+            return self._unavailable(connection, "connection lost")
         refusal = self.admission.admit(address)
         if refusal is not None:
             logger.info("Handshake from %s refused: %s", address, refusal)
             return self._unavailable(connection, refusal)
-        connection.admission = address
-        # Given back once authenticated (see handler), or when the socket is
-        # gone, whenever that is: even before the handshake ends.
-        connection.connection_lost_waiter.add_done_callback(
-            lambda _: self._release_admission(connection)
-        )
+        # Given back once the token is decided (see handler), or when the
+        # socket is gone (see _connection_class), whatever comes first.
+        self._admitted[connection] = address
         return None
 
     def _unavailable(self, connection: SidecarConnection, reason: str) -> Response:
@@ -736,6 +747,7 @@ class Sidecar:
     def _connection_class(self) -> type[SidecarConnection]:
         """Connections that report their opening and closing to the collector."""
         collector, router = self.collector, self.router
+        release = self._release_admission
 
         class Connection(SidecarConnection):
             max_buffer = self.config.max_buffer
@@ -746,6 +758,7 @@ class Sidecar:
 
             def connection_lost(self, exc: Exception | None) -> None:
                 super().connection_lost(exc)
+                release(self)  # one that never reached the handler
                 collector.closed(len(router))
 
         return Connection
