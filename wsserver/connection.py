@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import DATA_OPCODES, Frame
@@ -34,17 +35,30 @@ class SidecarConnection(ServerConnection):
     nothing to say after it, and what they send never piles up.
     """
 
-    first_message_received = False
-    # When the transport's buffer last went over its high-water mark and has
-    # stayed there since (asyncio's flow control): None while it drains.
-    paused_at: float | None = None
+    # CPython keeps the attributes of a class's instances inline, without a
+    # dict of their own, while they fit the keys its first instances set:
+    # after a few instances, each new one has room for those keys only, and
+    # one more attribute gives it a 1.5 KiB dict. So ours are slots, and
+    # websockets' connection_made() attributes are set in __init__ (a burst
+    # of accepted sockets creates instances before connection_made runs).
+    __slots__ = ("_abort_timer", "expires_at", "first_message_received", "paused_at")
+
     # Bytes of pending output past which the connection is aborted, whatever
     # wrote them (events, or websockets' own pongs to a ping flood).
     max_buffer = 2**20
-    # When the connection is closed so that its client authenticates again
-    # (WS_MAX_CONNECTION_AGE), on the event loop's clock; None: never.
-    expires_at: float | None = None
-    _abort_timer: asyncio.TimerHandle | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recv_messages = None  # type: ignore[assignment]  # connection_made()
+        self.transport = None  # type: ignore[assignment]  # connection_made()
+        self.first_message_received = False
+        # When the transport's buffer last went over its high-water mark and
+        # has stayed there since (asyncio's flow control): None while it drains.
+        self.paused_at: float | None = None
+        # When the connection is closed so that its client authenticates again
+        # (WS_MAX_CONNECTION_AGE), on the event loop's clock; None: never.
+        self.expires_at: float | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
 
     # What websockets does on its own
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import http
 import json
 import logging
@@ -25,8 +26,7 @@ from collections import Counter as Tally
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from prometheus_client import start_http_server
-from websockets.asyncio.server import Server, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
@@ -45,7 +45,7 @@ from .hello import InvalidHello, parse_hello
 from .history import History, HistoryUnavailable, Replay
 from .keepalive import Keepalive
 from .limits import Admission, Slots, address_key, client_address
-from .metrics import Metrics
+from .metrics import CONTENT_TYPE, Metrics
 from .resume import Position
 from .routing import Router
 from .wire import control_channel, history_key
@@ -627,6 +627,23 @@ class Sidecar:
         self._admitted[connection] = address
         return None
 
+    def _metrics_endpoint(
+        self, connection: ServerConnection, request: Request
+    ) -> Response:
+        """GET /metrics on WS_METRICS_PORT; nothing else is served there."""
+        if request.path.split("?", 1)[0] != "/metrics":
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        body = self.metrics.render()
+        headers = Headers(
+            [
+                ("Date", email.utils.formatdate(usegmt=True)),
+                ("Connection", "close"),
+                ("Content-Length", str(len(body))),
+                ("Content-Type", CONTENT_TYPE),
+            ]
+        )
+        return Response(http.HTTPStatus.OK, "OK", headers, body)
+
     def _unavailable(self, connection: SidecarConnection, reason: str) -> Response:
         self.metrics.handshakes_refused[reason] += 1
         return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, reason + "\n")
@@ -696,9 +713,15 @@ class Sidecar:
             backlog=4096,
             create_connection=self._connection_class(),
         )
+        metrics_server = None
         if config.metrics_port:
-            start_http_server(
-                config.metrics_port, config.metrics_host, registry=self.metrics.registry
+            # Answered on the event loop, as health checks are: no threads.
+            metrics_server = await serve(
+                _no_websocket,
+                config.metrics_host,
+                config.metrics_port,
+                process_request=self._metrics_endpoint,
+                server_header=None,
             )
             logger.info(
                 "Metrics on http://%s:%d/metrics",
@@ -724,6 +747,11 @@ class Sidecar:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
             await self.shutdown()
+            if metrics_server is not None:
+                metrics_server.close()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1):
+                        await metrics_server.wait_closed()
             self.collector.stop()
             for task in [*tasks, *self._background]:
                 task.cancel()
@@ -750,6 +778,7 @@ class Sidecar:
         release = self._release_admission
 
         class Connection(SidecarConnection):
+            __slots__ = ()
             max_buffer = self.config.max_buffer
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -842,6 +871,10 @@ def _reason(exc: BaseException) -> str:
 
 def _is_outage(exc: BaseException) -> bool:
     return isinstance(exc, DatabaseUnavailable | TimeoutError)
+
+
+async def _no_websocket(connection: ServerConnection) -> None:
+    """Never called: the metrics port answers every request over HTTP."""
 
 
 def _set_result(future: asyncio.Future[None]) -> None:
