@@ -284,13 +284,6 @@ class Authenticator:
             refusals.add(exc, [found.user.pk])
             return None
 
-    def group_members(self, group_id: int) -> set[str]:
-        """The ids of a group's members (a query; principals have group_ids)."""
-        through = self.User.groups.through
-        [to_user] = [f for f in through._meta.fields if f.related_model is self.User]
-        rows = through._default_manager.filter(group_id=group_id)
-        return {str(pk) for pk in rows.values_list(to_user.attname, flat=True)}
-
     # Loading, isolating failures
 
     def _load(
