@@ -26,10 +26,11 @@ async def test_two_workers_share_the_port_and_both_deliver(redis_url, tmp_path):
     ).start()
     try:
         # Wait until both workers are subscribed, then connect many clients.
-        for _ in range(100):
-            if sidecar.log().count("Subscribed to channel") == 2:
-                break
-            await asyncio.sleep(0.1)
+        await eventually(
+            lambda: sidecar.log().count("Subscribed to channel") == 2,
+            30,
+            "both workers subscribed",
+        )
         token = site.token("admin")
         clients = await asyncio.gather(
             *[authenticate(sidecar.url, token) for _ in range(40)]

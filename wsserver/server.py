@@ -157,7 +157,6 @@ class Sidecar:
         # at once for RECHECK_TIMEOUT after, rather than each waiting for it.
         self._recheck_outage = float("-inf")
         self._database_ready = (float("-inf"), False)
-        self._background: set[asyncio.Task[None]] = set()
 
     # Events
 
@@ -331,11 +330,6 @@ class Sidecar:
     ) -> None:
         self.metrics.authentications[result] += 1
         connection.close_soon(*close)
-
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     # Connections
 
@@ -753,7 +747,7 @@ class Sidecar:
                     async with asyncio.timeout(1):
                         await metrics_server.wait_closed()
             self.collector.stop()
-            for task in [*tasks, *self._background]:
+            for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
