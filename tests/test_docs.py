@@ -8,7 +8,7 @@ import sys
 
 from processes import ROOT
 
-from wsserver import server
+from wsserver import closes as close_codes
 from wsserver.config import SETTINGS
 
 README = (ROOT / "README.md").read_text()
@@ -42,7 +42,7 @@ def test_help_lists_every_setting():
 def test_every_close_code_is_documented():
     closes = [
         value
-        for value in vars(server).values()
+        for value in vars(close_codes).values()
         if isinstance(value, tuple)
         and len(value) == 2
         and isinstance(value[1], str)

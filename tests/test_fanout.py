@@ -8,9 +8,12 @@ import asyncio
 import pytest
 from websockets.protocol import State
 
+from wsserver.closes import CLIENT_TOO_SLOW
+from wsserver.counters import Counters
+from wsserver.delivery import Delivery
 from wsserver.events import Event
 from wsserver.fanout import Fanout, text_frame
-from wsserver.routing import Permissions, Router
+from wsserver.routing import Permissions, Principal, Router
 
 
 class Transport:
@@ -28,10 +31,15 @@ class Connection:
     """What Fanout uses of a SidecarConnection; compressed writes are the
     payload as is."""
 
-    def __init__(self, name, state=State.OPEN):
-        self.name = name
+    def __init__(self, name, closed, state=State.OPEN):
+        self.name = self.id = name
         self.protocol = type("Protocol", (), {"state": state})()
         self.transport = Transport()
+        self.closed = closed
+
+    def close_soon(self, code, reason):
+        assert (code, reason) == CLIENT_TOO_SLOW
+        self.closed.append(self)
 
     def send_text_now(self, payload):
         if self.protocol.state is not State.OPEN:
@@ -44,18 +52,20 @@ class Connection:
 
 
 def setup(compression: bool, max_buffer: int = 100):
+    """A fan-out, its router, three connections, and those closed as slow."""
     router = Router()
     slow = []
-    fanout = Fanout(
-        router, max_buffer=max_buffer, compression=compression, on_slow=slow.append
-    )
+    delivery = Delivery(router, max_buffer=max_buffer)
+    fanout = Fanout(delivery, Counters(), compression=compression)
     connections = {
-        name: Connection(name) for name in ["reader", "closing", "other user"]
+        name: Connection(name, slow) for name in ["reader", "closing", "other user"]
     }
     connections["closing"].protocol.state = State.CLOSING
-    router.add(connections["reader"], 1, Permissions(frozenset({1})))
-    router.add(connections["closing"], 2, Permissions(frozenset({1})))
-    router.add(connections["other user"], 3, Permissions(frozenset({2})))
+    for user_id, (name, content_type) in enumerate(
+        [("reader", 1), ("closing", 1), ("other user", 2)], start=1
+    ):
+        principal = Principal(str(user_id), name, Permissions(frozenset({content_type})))
+        router.add(connections[name], principal)
     return fanout, router, connections, slow
 
 
@@ -64,7 +74,7 @@ def test_deliveries_count_open_recipients_only(compression):
     fanout, _, connections, slow = setup(compression)
     fanout._pending = [Event(1, b'{"a":1}')]
     fanout.flush()
-    assert fanout.deliveries == 1
+    assert fanout.counters.deliveries == 1
     expected = b'{"a":1}' if compression else text_frame(b'{"a":1}')
     assert connections["reader"].transport.written == [expected]
     assert connections["closing"].transport.written == []
@@ -102,4 +112,4 @@ async def test_events_submitted_together_are_written_together():
     assert connections["reader"].transport.written == [
         b"".join(text_frame(b'{"n":%d}' % n) for n in range(3))
     ]
-    assert fanout.deliveries == 3
+    assert fanout.counters.deliveries == 3

@@ -4,18 +4,36 @@ from __future__ import annotations
 
 import asyncio
 
+from wsserver.closes import CONNECTION_EXPIRED, KEEPALIVE_TIMEOUT
 from wsserver.keepalive import Keepalive
+
+# What the keepalive did, as the tests note it: ("stalled", name) for an
+# abort, ("expired", name) and ("no pong", name) for closes.
+WHAT = {CONNECTION_EXPIRED: "expired", KEEPALIVE_TIMEOUT: "no pong"}
 
 
 class Connection:
     """What Keepalive uses of a SidecarConnection."""
 
     def __init__(self, name, *, open=True, stalled=0.0, expires_at=None):
-        self.name = name
+        self.name = self.id = name
         self.is_open = open
         self.stalled = stalled
         self.expires_at = expires_at
         self.pings = []
+        self.transport = self
+        self.registered = True
+
+    def get_write_buffer_size(self):
+        return 0
+
+    def close_soon(self, code, reason):
+        assert not self.registered, "closed before it was unregistered"
+        self.events.append((WHAT[code, reason], self.name))
+
+    def abort(self):
+        assert not self.registered, "aborted before it was unregistered"
+        self.events.append(("stalled", self.name))
 
     def stalled_for(self, now):
         return self.stalled
@@ -30,13 +48,17 @@ class Connection:
 
 
 def keepalive(connections, events, **options):
+    for connection in connections:
+        connection.events = events
+
+    def unregister(connection):
+        connection.registered = False
+
     return Keepalive(
         lambda: connections,
         interval=options.get("interval", 20),
         timeout=options.get("timeout", 20),
-        on_stalled=lambda c: events.append(("stalled", c.name)),
-        on_expired=lambda c: events.append(("expired", c.name)),
-        on_no_pong=lambda c: events.append(("no pong", c.name)),
+        unregister=unregister,
     )
 
 

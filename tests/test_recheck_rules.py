@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from wsserver.config import load_config
 from wsserver.control import GroupChanged
+from wsserver.counters import Counters
 from wsserver.database import DatabaseUnavailable
-from wsserver.routing import Permissions, Principal
-from wsserver.server import RECHECK_TIMEOUT, Sidecar
+from wsserver.delivery import Delivery
+from wsserver.rechecks import RECHECK_TIMEOUT, Rechecks
+from wsserver.routing import Permissions, Principal, Router
 
 
 class Database:
@@ -77,15 +78,21 @@ def principal(user_id: str, *content_types: int, groups=()) -> Principal:
 
 
 def sidecar_with(*principals: Principal):
+    """The rechecks of a sidecar with one connection per principal."""
     database = Database()
-    sidecar = Sidecar(
-        load_config({"SECRET_KEY": "x"}), Authenticator(database), database
+    delivery = Delivery(Router(), max_buffer=2**20)
+
+    def disconnect(connection, close):
+        delivery.unregister(connection)
+        connection.close_soon(*close)
+
+    sidecar = Rechecks(
+        delivery, database, Authenticator(database), Counters(), disconnect=disconnect
     )
     connections = {}
     for p in principals:
         connection = Connection()
-        sidecar.router.add(connection, p.user_id, p.permissions)
-        sidecar.principals[connection] = p
+        delivery.register(connection, p)
         database.rows[p.user_id] = p
         connections[p.user_id] = connection
     return sidecar, database, connections
@@ -143,7 +150,7 @@ async def test_after_an_outage_rechecks_fail_at_once_and_close():
 async def test_a_recheck_that_times_out_closes_whom_it_could_not_confirm(
     monkeypatch,
 ):
-    monkeypatch.setattr("wsserver.server.RECHECK_TIMEOUT", 0.1)
+    monkeypatch.setattr("wsserver.rechecks.RECHECK_TIMEOUT", 0.1)
     sidecar, _, connections = sidecar_with(principal("1", 1), principal("2"))
     await sidecar.recheck({"1", "2"}, "a change")  # its read is never let through
     assert (

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from wsserver.server import supervised
+from wsserver.supervision import supervised
 
 
 async def test_a_crashed_task_is_restarted_and_counted(caplog):

@@ -7,8 +7,8 @@ subscription is down are not received (pub/sub keeps nothing): after each
 subscription but the first, ``on_subscribed`` lets the server recheck what
 the missed messages might have changed.
 
-It survives bad messages: a handler that raises is logged, counted in
-``handler_errors`` and skipped; the next message is handled as usual.
+It survives bad messages: a handler that raises is logged, counted (as an
+invalid bus message) and skipped; the next message is handled as usual.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from .counters import Counters
 from .logs import mask_url
 
 __all__ = ["Subscriber", "backoff_delays"]
@@ -58,6 +59,7 @@ class Subscriber:
         on_control: Callable[[bytes], Awaitable[None] | None] | None = None,
         control_channel: str | None = None,
         on_subscribed: Callable[[], Awaitable[None] | None] | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.url = url
         self.channel = channel
@@ -72,8 +74,9 @@ class Subscriber:
             self.handlers[control_channel.encode()] = on_control
         self.on_subscribed = on_subscribed
         self.subscribed = False
-        self.reconnects = 0
-        self.handler_errors = 0
+        # Reconnections, and messages whose handler failed (counted invalid).
+        self.counters = Counters() if counters is None else counters
+        self._reconnecting = False
         self._had_subscription = False
         self._subscribed_event = asyncio.Event()
 
@@ -107,7 +110,8 @@ class Subscriber:
                     delay,
                 )
                 await asyncio.sleep(delay)
-                self.reconnects += 1
+                self.counters.bus_reconnects += 1
+                self._reconnecting = True
             else:  # pragma: no cover - _receive only returns on failure
                 return
 
@@ -123,10 +127,10 @@ class Subscriber:
             await pubsub.subscribe(*self.handlers)
             self._set_subscribed(True)
             self._had_subscription = True
-            if self.reconnects and self.on_subscribed is not None:
+            if self._reconnecting and self.on_subscribed is not None:
                 # Before any message: what was missed may have revoked access.
                 await self._call(self.on_subscribed)
-            (logger.warning if self.reconnects else logger.info)(
+            (logger.warning if self._reconnecting else logger.info)(
                 "Subscribed to channel %r on Redis at %s",
                 self.channel,
                 mask_url(self.url),
@@ -165,7 +169,7 @@ class Subscriber:
             if result is not None:
                 await result
         except Exception:
-            self.handler_errors += 1
+            self.counters.bus_events["invalid"] += 1
             logger.exception("A handler of the Redis subscriber failed")
             return False
         return True

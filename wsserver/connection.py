@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import DATA_OPCODES, Frame
 from websockets.protocol import Event, State
 
-__all__ = ["CLOSE_TIMEOUT", "SidecarConnection"]
+__all__ = ["CLOSE_TIMEOUT", "SidecarConnection", "connection_class"]
 
 OPEN, CLOSING, CLOSED = State.OPEN, State.CLOSING, State.CLOSED
 
@@ -144,3 +145,28 @@ class SidecarConnection(ServerConnection):
     def abort(self) -> None:
         """Drop the TCP connection at once, with whatever it had to send."""
         self.transport.abort()
+
+
+def connection_class(
+    *,
+    max_buffer: int,
+    made: Callable[[], None],
+    lost: Callable[[SidecarConnection], None],
+) -> type[SidecarConnection]:
+    """The connections of one server: bounded by its ``max_buffer``, telling
+    it when each socket opens and when it is gone (whether or not the
+    connection ever reached its handler)."""
+
+    class Connection(SidecarConnection):
+        __slots__ = ()
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            made()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            super().connection_lost(exc)
+            lost(self)
+
+    Connection.max_buffer = max_buffer
+    return Connection

@@ -19,6 +19,8 @@ from typing import Generic, ParamSpec, TypeVar
 from django.db import close_old_connections
 from django.db.utils import InterfaceError, OperationalError
 
+from .counters import Counters
+
 __all__ = ["OUTAGES", "Batcher", "Database", "DatabaseUnavailable"]
 
 P = ParamSpec("P")
@@ -79,13 +81,14 @@ class Batcher(Generic[A, T]):
         *,
         concurrency: int,
         max_batch: int = 500,
+        counters: Counters | None = None,
     ) -> None:
         self.database = database
         self.function = function
         self.concurrency = concurrency
         self.max_batch = max_batch
-        self.batches = 0
-        self.calls = 0
+        # Each batch is one authentication query (wsserver_authentication_queries).
+        self.counters = Counters() if counters is None else counters
         self._pending: list[tuple[A, asyncio.Future[T]]] = []
         self._running = 0
         self._tasks: set[asyncio.Future[None]] = set()
@@ -110,8 +113,7 @@ class Batcher(Generic[A, T]):
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: list[tuple[A, asyncio.Future[T]]]) -> None:
-        self.batches += 1
-        self.calls += len(batch)
+        self.counters.authentication_queries += 1
         try:
             results = await self.database.run(self.function, [a for a, _ in batch])
             if len(results) != len(batch):

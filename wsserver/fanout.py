@@ -1,37 +1,35 @@
-"""Fan-out: each event framed once, the same bytes written to every recipient.
+"""Fan-out: write what the delivery core decides, each event framed once.
 
 Server-to-client frames are not masked, so without compression an event's
-frame is identical for every recipient: it is built once and written to each
-recipient's transport, which is the least work a delivery can cost. Events
-that arrive together (a bulk admin action) are grouped so that each
-connection gets one write for all of them.
+frame is identical for every recipient: it is built once and the same bytes
+are written to each recipient's transport, which is the least work a
+delivery can cost. With permessage-deflate each connection compresses with
+its own context, so each message goes through the connection's protocol.
 
-With permessage-deflate each connection compresses with its own context, so
-each message goes through the connection's protocol instead.
-
-Either way, a connection whose pending output passes ``max_buffer`` bytes has
-stopped reading: it gets no more events and ``on_slow`` is called to close it.
-Nothing here waits: writes only queue bytes.
-
-A connection that is being sent its missed events is *held*: live events for
-it are queued instead, and handed to the resuming code, which sends those
-that the replay did not include.
+Either way the decisions are :mod:`wsserver.delivery`'s: who gets what, and
+which connections are too slow (pending output past ``max_buffer`` after a
+write). Only open connections are written to and counted. Nothing here
+waits: writes only queue bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+import logging
+import time
 
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
+from .closes import CLIENT_TOO_SLOW
 from .connection import SidecarConnection
-from .events import Event
-from .resume import HeldTooMany, Position, Resumes
-from .routing import Router
+from .counters import Counters
+from .delivery import Delivery, Send
+from .events import Event, InvalidEvent
 
 __all__ = ["Fanout", "text_frame"]
+
+logger = logging.getLogger("wsserver.server")
 
 OPEN = State.OPEN
 
@@ -42,64 +40,32 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class Fanout:
-    """Deliver events to the connections the router names."""
+    """The writer of live events and of resumes' batches."""
 
     def __init__(
         self,
-        router: Router[SidecarConnection],
+        delivery: Delivery[SidecarConnection],
+        counters: Counters,
         *,
-        max_buffer: int,
         compression: bool,
-        on_slow: Callable[[SidecarConnection], None],
     ) -> None:
-        self.router = router
-        self.max_buffer = max_buffer
+        self.delivery = delivery
+        self.counters = counters
         self.compression = compression
-        self.on_slow = on_slow
-        self.deliveries = 0
         self._pending: list[Event] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.resumes: Resumes[SidecarConnection] = Resumes()
 
-    # Resuming connections (see wsserver.resume)
-
-    def hold(self, connection: SidecarConnection) -> None:
-        """Queue the connection's live events until :meth:`release`."""
-        self.resumes.hold(connection)
-
-    def take_held(self, connection: SidecarConnection) -> list[Event]:
-        """The events held so far for a connection, including pending ones."""
-        if self._pending:
-            self.flush()
-        return self.resumes.take(connection)
-
-    def release(self, connection: SidecarConnection, position: Position | None) -> None:
-        """Deliver live events again, except those up to ``position``."""
-        if position is None:
-            self.resumes.forget(connection)
-        else:
-            self.resumes.release(connection, position)
-
-    def forget(self, connection: SidecarConnection) -> None:
-        self.resumes.forget(connection)
-
-    def _recipients(self, event: Event) -> Iterable[SidecarConnection]:
-        recipients = self.router.recipients(event.content_type_id)
-        if not self.resumes:
-            return recipients
-        self.resumes.observe(event)
-        return self._admitted(list(recipients), event)
-
-    def _admitted(self, recipients: list[SidecarConnection], event: Event):
-        for connection in recipients:
-            try:
-                if self.resumes.admit(connection, event):
-                    yield connection
-            except HeldTooMany:
-                self.router.remove(connection)
-                self.on_slow(connection)
-
-    # Live events
+    def receive(self, payload: bytes) -> Event | None:
+        """A message from the bus: submit its event, or count and skip it."""
+        try:
+            event = self.delivery.accept(payload, time.time())
+        except InvalidEvent as exc:
+            self.counters.bus_events["invalid"] += 1
+            logger.warning("Skipped a bus message: %s: %.100r", exc, payload)
+            return None
+        self.counters.bus_events["routed"] += 1
+        self.submit(event)
+        return event
 
     def submit(self, event: Event) -> None:
         """Queue an event; events submitted in the same loop iteration go together."""
@@ -110,75 +76,86 @@ class Fanout:
         self._pending.append(event)
 
     def flush(self) -> None:
+        """Write the queued events now."""
         events, self._pending = self._pending, []
-        if self.compression:
-            self._flush_compressed(events)
-        elif len(events) == 1:
-            # The hot loop: write() inlined.
-            event = events[0]
-            frame = text_frame(event.payload)
-            max_buffer = self.max_buffer
-            slow = []
-            deliveries = 0
-            # No copy: nothing changes the router until the loop is done.
-            for connection in self._recipients(event):
-                if connection.protocol.state is OPEN:
-                    transport = connection.transport
-                    transport.write(frame)
-                    deliveries += 1
-                    if transport.get_write_buffer_size() > max_buffer:
-                        slow.append(connection)
-            self.deliveries += deliveries
-            for connection in slow:
-                self._too_slow(connection)
-        else:
-            batches: dict[SidecarConnection, list[bytes]] = {}
-            for event in events:
-                frame = text_frame(event.payload)
-                for connection in self._recipients(event):
-                    batches.setdefault(connection, []).append(frame)
-            for connection, frames in batches.items():
-                self._write_frames(connection, frames)
-
-    def _flush_compressed(self, events: list[Event]) -> None:
-        slow: set[SidecarConnection] = set()
-        for event in events:
-            for connection in self._recipients(event):
-                if connection in slow or not connection.send_text_now(event.payload):
-                    continue
-                self.deliveries += 1
-                if connection.transport.get_write_buffer_size() > self.max_buffer:
-                    slow.add(connection)
+        if not events:
+            return
+        sends, overflowed = self.delivery.route(events)
+        slow: list[SidecarConnection] = []
+        for send in sends:
+            self._write(send, slow)
+        for connection in overflowed:
+            self._close_slow(connection)
+        # After the writes: they iterate the router, which this changes.
         for connection in slow:
             self._too_slow(connection)
 
-    # Writes of several events to one connection (bursts, resumes)
+    def take_held(
+        self, connection: SidecarConnection, after: tuple[int, int] | None
+    ) -> list[Event]:
+        """The events held for a resuming connection, those queued included."""
+        if self._pending:
+            self.flush()
+        return self.delivery.take_held(connection, after)
 
     def write(self, connection: SidecarConnection, payloads: list[bytes]) -> bool:
-        """Queue these events for one connection, under the same buffer bound
-        as live delivery; False if it is not open (or was just found too slow)."""
-        if self.compression:
-            for payload in payloads:
-                if not connection.send_text_now(payload):
-                    return False
-            self.deliveries += len(payloads)
-            if connection.transport.get_write_buffer_size() > self.max_buffer:
-                self._too_slow(connection)
-                return False
-            return True
-        return self._write_frames(connection, [text_frame(p) for p in payloads])
-
-    def _write_frames(self, connection: SidecarConnection, frames: list[bytes]) -> bool:
-        if connection.protocol.state is not OPEN:
-            return False
-        transport = connection.transport
-        transport.write(b"".join(frames))
-        self.deliveries += len(frames)
-        if transport.get_write_buffer_size() > self.max_buffer:
+        """Write several events to one connection (a resume's batch), under the
+        same buffer bound; False if it is not open or was found too slow."""
+        slow: list[SidecarConnection] = []
+        written = self._write(Send(payloads, (connection,)), slow)
+        if slow:
             self._too_slow(connection)
             return False
-        return True
+        return written > 0
+
+    def _write(self, send: Send[SidecarConnection], slow: list) -> int:
+        """Write one send to its open connections; add to ``slow`` those whose
+        pending output then passes the bound. Returns the connections written."""
+        limit = self.delivery.max_buffer
+        written = 0
+        if self.compression:
+            payloads = send.payloads
+            for connection in send.connections:
+                if connection.protocol.state is OPEN:
+                    for payload in payloads:
+                        connection.send_text_now(payload)
+                    written += 1
+                    if connection.transport.get_write_buffer_size() > limit:
+                        slow.append(connection)
+        else:
+            if len(send.payloads) == 1:
+                data = text_frame(send.payloads[0])
+            else:
+                data = b"".join(map(text_frame, send.payloads))
+            # The hot loop: one write per recipient, and the bound.
+            for connection in send.connections:
+                if connection.protocol.state is OPEN:
+                    transport = connection.transport
+                    transport.write(data)
+                    written += 1
+                    if transport.get_write_buffer_size() > limit:
+                        slow.append(connection)
+        self.counters.deliveries += written * len(send.payloads)
+        return written
 
     def _too_slow(self, connection: SidecarConnection) -> None:
-        self.router.remove(connection)
-        self.on_slow(connection)
+        if self.delivery.too_slow(
+            connection, connection.transport.get_write_buffer_size()
+        ):
+            self._close_slow(connection)
+
+    def disconnect(self, connection: SidecarConnection, close: tuple[int, str]) -> None:
+        """Stop routing to a connection and close it, without waiting."""
+        self.delivery.unregister(connection)
+        connection.close_soon(*close)
+
+    def _close_slow(self, connection: SidecarConnection) -> None:
+        """Close a connection that stopped reading (it is unregistered
+        already); it is aborted if the close hangs."""
+        self.counters.slow_client_closes += 1
+        logger.warning(
+            "Connection %s closed: client too slow (%d bytes pending)",
+            connection.id,
+            connection.transport.get_write_buffer_size(),
+        )
+        connection.close_soon(*CLIENT_TOO_SLOW)

@@ -17,33 +17,39 @@ reading cannot hold the pings of the others.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 
+from .closes import CONNECTION_EXPIRED, KEEPALIVE_TIMEOUT
 from .connection import SidecarConnection
+from .counters import Counters
 
 __all__ = ["Keepalive"]
+
+logger = logging.getLogger("wsserver.server")
 
 # Keepalive pings sent before the event loop gets to run something else.
 PINGS_PER_STEP = 100
 
 
 class Keepalive:
+    """Ping, close or abort every open connection, one round at a time."""
+
     def __init__(
         self,
         connections: Callable[[], Iterable[SidecarConnection]],
         *,
         interval: float | None,
         timeout: float | None,
-        on_stalled: Callable[[SidecarConnection], None],
-        on_expired: Callable[[SidecarConnection], None],
-        on_no_pong: Callable[[SidecarConnection], None],
+        unregister: Callable[[SidecarConnection], object],
+        counters: Counters | None = None,
     ) -> None:
         self.connections = connections
         self.interval = interval
         self.timeout = timeout
-        self.on_stalled = on_stalled
-        self.on_expired = on_expired
-        self.on_no_pong = on_no_pong
+        # Stops routing events to a connection before it is closed.
+        self.unregister = unregister
+        self.counters = Counters() if counters is None else counters
 
     async def run(self) -> None:
         """Run rounds until cancelled. Without pings, rounds still catch
@@ -70,9 +76,13 @@ class Keepalive:
                 continue
             now = loop.time()
             if self.timeout and connection.stalled_for(now) >= self.timeout:
-                self.on_stalled(connection)
+                self.abort_stalled(connection)
             elif connection.expires_at is not None and now >= connection.expires_at:
-                self.on_expired(connection)
+                logger.info(
+                    "Connection %s: reached WS_MAX_CONNECTION_AGE", connection.id
+                )
+                self.unregister(connection)
+                connection.close_soon(*CONNECTION_EXPIRED)
             elif self.interval:
                 pong = connection.send_ping_now()
                 if pong is not None:
@@ -82,6 +92,23 @@ class Keepalive:
     def check_pongs(
         self, waiting: list[tuple[SidecarConnection, asyncio.Future[float]]]
     ) -> None:
+        """Close the connections whose pong has not come."""
         for connection, pong in waiting:
             if not pong.done() and connection.is_open:
-                self.on_no_pong(connection)
+                logger.info("Connection %s: no pong in time", connection.id)
+                self.unregister(connection)
+                connection.close_soon(*KEEPALIVE_TIMEOUT)
+
+    def abort_stalled(self, connection: SidecarConnection) -> None:
+        """Abort a connection whose output has not drained for the timeout:
+        its client would never read a close frame."""
+        self.counters.slow_client_closes += 1
+        logger.warning(
+            "Connection %s aborted: its output has not drained for %g s "
+            "(%d bytes pending)",
+            connection.id,
+            self.timeout,
+            connection.transport.get_write_buffer_size(),
+        )
+        self.unregister(connection)
+        connection.abort()

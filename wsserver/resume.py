@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 from .events import Event, event_id_key
 
-__all__ = ["HeldTooMany", "Resumes"]
+__all__ = ["HeldTooMany", "Position", "Resumes"]
 
 C = TypeVar("C", bound=Hashable)
 Position = tuple[int, int]
@@ -26,6 +26,9 @@ class HeldTooMany(Exception):
 
 
 class Resumes(Generic[C]):
+    """The connections being resumed: held ones, and released ones whose
+    live events up to their position are dropped."""
+
     def __init__(self, max_held: int = 10_000) -> None:
         self.max_held = max_held
         self._held: dict[C, list[Event]] = {}
@@ -37,13 +40,16 @@ class Resumes(Generic[C]):
     def hold(self, connection: C) -> None:
         self._held[connection] = []
 
-    def take(self, connection: C) -> list[Event]:
-        """The events held so far (oldest first); holding goes on."""
+    def take(self, connection: C, after: Position | None = None) -> list[Event]:
+        """The events held so far (oldest first), except those up to ``after``
+        (a replay sent them); holding goes on."""
         events = self._held.get(connection)
         if not events:
             return []
         self._held[connection] = []
-        return events
+        if after is None:
+            return events
+        return [event for event in events if _past(event, after)]
 
     def release(self, connection: C, position: Position) -> None:
         """Deliver live events again, except those up to ``position``."""
@@ -81,10 +87,13 @@ class Resumes(Generic[C]):
         after = self._after.get(connection)
         if after is None:
             return True
-        key = event_id_key(event.id)
-        if key is None:  # not in the history, so not replayed
-            return True
-        if key <= after:
+        if not _past(event, after):
             return False
         del self._after[connection]
         return True
+
+
+def _past(event: Event, position: Position) -> bool:
+    """Whether an event comes after a replay's position (so was not replayed)."""
+    key = event_id_key(event.id)
+    return key is None or key > position  # no id: not in the history

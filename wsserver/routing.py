@@ -55,52 +55,55 @@ class Principal:
     group_ids: frozenset[int] = frozenset()
 
 
-@dataclasses.dataclass(slots=True)
-class _Entry:
-    user_id: Hashable
-    permissions: Permissions
-
-
 class Router(Generic[C]):
-    """Index connections by user and by the content types they may see."""
+    """Index connections by user and by the content types they may see.
+
+    The router is where a connection is registered: it holds each one's
+    :class:`Principal`, and removing a connection forgets everything about it.
+    """
 
     def __init__(self) -> None:
-        self._entries: dict[C, _Entry] = {}
+        self._principals: dict[C, Principal] = {}
         self._by_content_type: dict[int, set[C]] = {}
         self._everything: set[C] = set()
         self._by_user: dict[Hashable, set[C]] = {}
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._principals)
 
     def __contains__(self, connection: object) -> bool:
-        return connection in self._entries
+        return connection in self._principals
 
-    def add(self, connection: C, user_id: Hashable, permissions: Permissions) -> None:
+    def add(self, connection: C, principal: Principal) -> None:
         """Start routing events to a connection."""
-        if connection in self._entries:
+        if connection in self._principals:
             raise ValueError("connection is already registered")
-        self._entries[connection] = _Entry(user_id, permissions)
-        self._by_user.setdefault(user_id, set()).add(connection)
-        self._index(connection, permissions)
+        self._principals[connection] = principal
+        self._by_user.setdefault(principal.user_id, set()).add(connection)
+        self._index(connection, principal.permissions)
 
-    def remove(self, connection: C) -> None:
-        """Stop routing events to a connection; unknown connections are ignored."""
-        entry = self._entries.pop(connection, None)
-        if entry is None:
-            return
-        self._unindex(connection, entry.permissions)
-        connections = self._by_user[entry.user_id]
+    def remove(self, connection: C) -> Principal | None:
+        """Stop routing events to a connection; return its principal (None if
+        it was not registered)."""
+        principal = self._principals.pop(connection, None)
+        if principal is None:
+            return None
+        self._unindex(connection, principal.permissions)
+        connections = self._by_user[principal.user_id]
         connections.discard(connection)
         if not connections:
-            del self._by_user[entry.user_id]
+            del self._by_user[principal.user_id]
+        return principal
 
-    def update(self, connection: C, permissions: Permissions) -> None:
-        """Replace a connection's permissions; they apply to the next event."""
-        entry = self._entries[connection]
-        self._unindex(connection, entry.permissions)
-        entry.permissions = permissions
-        self._index(connection, permissions)
+    def update(self, connection: C, principal: Principal) -> None:
+        """Replace a connection's principal (the same user's, reloaded); its
+        permissions apply to the next event."""
+        previous = self._principals[connection]
+        if previous.user_id != principal.user_id:
+            raise ValueError("a connection's user cannot change")
+        self._unindex(connection, previous.permissions)
+        self._principals[connection] = principal
+        self._index(connection, principal.permissions)
 
     def recipients(self, content_type_id: int) -> Iterator[C]:
         """The connections that may see an event of this content type."""
@@ -114,8 +117,16 @@ class Router(Generic[C]):
             self._by_content_type.get(content_type_id, ())
         )
 
+    def principal(self, connection: C) -> Principal:
+        """The principal a connection was registered (or last updated) with."""
+        return self._principals[connection]
+
     def permissions(self, connection: C) -> Permissions:
-        return self._entries[connection].permissions
+        return self._principals[connection].permissions
+
+    def principals(self) -> Iterable[Principal]:
+        """Every registered connection's principal (one per connection)."""
+        return self._principals.values()
 
     def connections_of(self, user_id: Hashable) -> frozenset[C]:
         """The connections of one user, e.g. to revoke or to enforce a limit."""

@@ -13,7 +13,7 @@ from clients import authenticate, receive_event
 from processes import MainSite, Sidecar, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from wsserver.collector import CollectionSchedule, Collector
+from wsserver.gcschedule import CollectionSchedule, GcScheduler
 
 # The schedule: pure counters
 
@@ -78,7 +78,7 @@ def test_frozen_objects_are_counted_only_when_a_collection_walked_them(
     walks = []
     real_count = gc.get_freeze_count
     monkeypatch.setattr(gc, "get_freeze_count", lambda: walks.append(1) or real_count())
-    collector = Collector()
+    collector = GcScheduler()
     collector.start()
     for _ in range(1000):
         collector.freeze()
@@ -90,7 +90,7 @@ def test_frozen_objects_are_counted_only_when_a_collection_walked_them(
 
 
 def test_frozen_cycles_are_skipped_until_a_full_collection(unfrozen):
-    collector = Collector()
+    collector = GcScheduler()
     collector.start()
     connection = Node()
     connection.other = Node()
@@ -105,18 +105,18 @@ def test_frozen_cycles_are_skipped_until_a_full_collection(unfrozen):
     assert alive() is not None and closing() is not None
     collector.collect()
     assert alive() is None and closing() is None
-    assert collector.collections == 1
-    assert collector.collection_seconds > 0
+    assert collector.counters.gc_full_collections == 1
+    assert collector.counters.gc_full_collection_seconds > 0
 
 
 async def test_a_due_collection_runs_once_shortly_after(unfrozen):
-    collector = Collector(
+    collector = GcScheduler(
         CollectionSchedule(freeze_every=1000, collect_minimum=5), delay=0.05
     )
     for _ in range(20):
         collector.closed(open_connections=0)
     await asyncio.sleep(0.2)
-    assert collector.collections == 1
+    assert collector.counters.gc_full_collections == 1
 
 
 # A sidecar: connections' objects are frozen, and freed once closed

@@ -13,7 +13,7 @@ those open, a second after it is due so that a mass disconnection costs one.
 Closed connections leave reference cycles (asyncio's transport, websockets'
 parser) that only a full collection frees: memory stays bounded.
 
-:class:`CollectionSchedule` decides, with plain counters; :class:`Collector`
+:class:`CollectionSchedule` decides, with plain counters; :class:`GcScheduler`
 applies its decisions to the :mod:`gc` module.
 """
 
@@ -24,9 +24,11 @@ import gc
 import logging
 import time
 
-__all__ = ["CollectionSchedule", "Collector"]
+from .counters import Counters
 
-logger = logging.getLogger("wsserver.collector")
+__all__ = ["CollectionSchedule", "GcScheduler"]
+
+logger = logging.getLogger("wsserver.gcschedule")
 
 
 class CollectionSchedule:
@@ -84,17 +86,21 @@ class CollectionSchedule:
         return True
 
 
-class Collector:
-    """Apply a :class:`CollectionSchedule` to the process' garbage collector."""
+class GcScheduler:
+    """Apply a :class:`CollectionSchedule` to the process' garbage collector
+    (not to be confused with Prometheus' collectors, see wsserver.metrics)."""
 
     def __init__(
-        self, schedule: CollectionSchedule | None = None, *, delay: float = 1.0
+        self,
+        schedule: CollectionSchedule | None = None,
+        *,
+        delay: float = 1.0,
+        counters: Counters | None = None,
     ) -> None:
         self.schedule = schedule or CollectionSchedule()
         self.delay = delay
+        self.counters = Counters() if counters is None else counters
         self.freezes = 0
-        self.collections = 0
-        self.collection_seconds = 0.0
         # Objects collections skip, as counted at start-up and after each
         # full collection (those frozen since are not counted yet).
         self.frozen_objects = 0
@@ -139,6 +145,6 @@ class Collector:
         self.frozen_objects = gc.get_freeze_count()
         elapsed = time.perf_counter() - started
         self.schedule.collected()
-        self.collections += 1
-        self.collection_seconds += elapsed
+        self.counters.gc_full_collections += 1
+        self.counters.gc_full_collection_seconds += elapsed
         logger.debug("Full collection: %d objects freed in %.3f s", found, elapsed)

@@ -1,0 +1,127 @@
+"""Resuming: send a connection the events it missed, then live ones.
+
+The I/O half of a resume; what it sends is decided by
+:mod:`wsserver.delivery` and :mod:`wsserver.resume`. Live events are held
+from before the history is read until the replay is done; those the replay
+already included are dropped by id, so there is no gap and no duplicate.
+Replayed events are filtered with the user's permissions as they are when
+each batch is written. A resume waits only in its own connection's
+coroutine: for its turn (``WS_MAX_REPLAYS``, ``WS_MAX_REPLAYS_PER_USER``)
+and for the client to read each batch, all within ``WS_REPLAY_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+
+from .closes import CLIENT_TOO_SLOW, TRY_AGAIN_LATER
+from .connection import SidecarConnection
+from .delivery import Delivery
+from .fanout import Fanout
+from .history import History, HistoryUnavailable, Replay
+from .limits import Slots
+from .resume import Position
+
+__all__ = ["REPLAY_WRITE_SIZE", "Resuming"]
+
+logger = logging.getLogger("wsserver.server")
+
+# Bytes of missed events queued at once by a resume, before it waits for the
+# client to read them.
+REPLAY_WRITE_SIZE = 64 * 1024
+
+
+class Resuming:
+    """Run the resumes of one process."""
+
+    def __init__(
+        self,
+        delivery: Delivery[SidecarConnection],
+        fanout: Fanout,
+        history: History,
+        slots: Slots,
+        *,
+        timeout: float,
+        disconnect: Callable[[SidecarConnection, tuple[int, str]], None],
+    ) -> None:
+        self.delivery = delivery
+        self.fanout = fanout
+        self.history = history
+        self.slots = slots
+        self.timeout = timeout
+        self.disconnect = disconnect
+        self.write_size = min(REPLAY_WRITE_SIZE, delivery.max_buffer // 2)
+
+    async def __call__(
+        self, connection: SidecarConnection, user_id: str, last_event_id: str
+    ) -> None:
+        """Send the events missed since ``last_event_id``, then live ones."""
+        delivery = self.delivery
+        delivery.hold(connection)
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self.slots.taken(user_id):
+                    if not connection.is_open:  # gone while it waited its turn
+                        delivery.release(connection, None)
+                        return
+                    position = await self._replay(connection, last_event_id)
+                    while held := self.fanout.take_held(connection, position):
+                        missed = [(e.content_type_id, e.payload) for e in held]
+                        if not await self._send(connection, missed):
+                            break
+        except TimeoutError:
+            stalled = connection.paused_at is not None
+            logger.warning(
+                "Connection %s: resume not done within WS_REPLAY_TIMEOUT (%s)",
+                connection.id,
+                "the client is not reading" if stalled else "waiting for its turn",
+            )
+            self.disconnect(connection, CLIENT_TOO_SLOW if stalled else TRY_AGAIN_LATER)
+        except HistoryUnavailable:
+            self.disconnect(connection, TRY_AGAIN_LATER)
+        except BaseException:
+            delivery.release(connection, None)
+            raise
+        else:
+            delivery.release(connection, position)
+
+    async def _replay(
+        self, connection: SidecarConnection, last_event_id: str
+    ) -> Position | None:
+        """Send the missed events the user may see now; return the position
+        the replay covers (None: nothing was replayed)."""
+        try:
+            replay = await self.history.plan(last_event_id)
+        except HistoryUnavailable:
+            replay = Replay(last_event_id, None, gap=True)
+        if replay.gap:
+            gap = {"type": "resume_gap", "last_event_id": last_event_id}
+            self.fanout.write(connection, [json.dumps(gap).encode()])
+        async for entries in self.history.entries(replay):
+            missed = [
+                (entry.content_type_id, entry.payload)
+                for entry in entries
+                if entry.content_type_id is not None
+            ]
+            if not await self._send(connection, missed):
+                break
+        return replay.position
+
+    async def _send(
+        self, connection: SidecarConnection, events: list[tuple[int, bytes]]
+    ) -> bool:
+        """Write the batches the delivery core makes of these events, waiting
+        for the client to read in between. False once the connection is
+        closing or no longer registered (revoked, too slow)."""
+        for batch in self.delivery.resume_batches(connection, events, self.write_size):
+            if not self.fanout.write(connection, batch):
+                return False
+            if connection.paused_at is not None:
+                try:
+                    await connection.drain()
+                except Exception:
+                    return False
+        return connection.is_open and connection in self.delivery.router

@@ -1,0 +1,158 @@
+"""Sign-in: a connection's first message, from token to registered connection.
+
+The client has ``WS_AUTH_TIMEOUT`` seconds to send its first message (the
+token, with the event id to resume after) and for it to be decided. Tokens
+are authenticated in batches (one query for many connections under load),
+and a principal read while a change of its user went by is confirmed by
+:meth:`wsserver.rechecks.Rechecks.confirm` before anything is routed to it.
+Then the connection is registered with the delivery core, unless its user
+has ``WS_MAX_CONNECTIONS_PER_USER`` already. Every refusal closes without
+waiting and is counted by its result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+
+from websockets.exceptions import ConnectionClosed
+
+from .closes import (
+    AUTHENTICATION_FAILED,
+    AUTHENTICATION_TIMEOUT,
+    TOO_MANY_CONNECTIONS,
+    TRY_AGAIN_LATER,
+)
+from .connection import SidecarConnection
+from .counters import Counters
+from .database import Batcher, DatabaseUnavailable
+from .delivery import Delivery
+from .hello import InvalidHello, parse_hello
+from .rechecks import Rechecks, reason
+from .routing import Principal
+
+__all__ = ["SignIn"]
+
+logger = logging.getLogger("wsserver.server")
+
+
+class SignIn:
+    """Read, authenticate and confirm each connection's token; register it."""
+
+    def __init__(
+        self,
+        authentications: Batcher[str, Principal | None],
+        rechecks: Rechecks,
+        delivery: Delivery[SidecarConnection],
+        counters: Counters,
+        *,
+        timeout: float,
+        max_connections_per_user: int,
+        max_connection_age: float | None,
+        on_registered: Callable[[], None],
+    ) -> None:
+        self.authentications = authentications
+        self.rechecks = rechecks
+        self.delivery = delivery
+        self.counters = counters
+        self.timeout = timeout
+        self.max_connections_per_user = max_connections_per_user
+        self.max_connection_age = max_connection_age
+        self.on_registered = on_registered
+
+    async def __call__(
+        self, connection: SidecarConnection
+    ) -> tuple[Principal, str | None] | None:
+        """Sign a connection in and route events to it.
+
+        Returns its principal and the event id to resume after, or None when
+        the connection was refused (and is closing) or went away.
+        """
+        authenticated = await self.authenticate(connection)
+        if authenticated is None:
+            return None
+        principal, last_event_id, read = authenticated
+        if not connection.is_open:  # closed during authentication
+            return None
+        user_connections = self.delivery.router.connections_of(principal.user_id)
+        if len(user_connections) >= self.max_connections_per_user:
+            logger.warning(
+                "Connection %s refused: user %s has %d connections",
+                connection.id,
+                principal.user_id,
+                len(user_connections),
+            )
+            self.refuse(connection, "limited", TOO_MANY_CONNECTIONS)
+            return None
+        self.counters.authentications["success"] += 1
+        self.delivery.register(connection, principal)
+        self.rechecks.registered(principal.user_id, read)
+        if self.max_connection_age:
+            # Spread over the last tenth of the age: clients that connected
+            # together (after a restart) do not all reconnect together.
+            connection.expires_at = connection.loop.time() + (
+                self.max_connection_age * random.uniform(0.9, 1.0)
+            )
+        self.on_registered()
+        logger.info(
+            "Connection %s opened for user %s", connection.id, principal.user_id
+        )
+        return principal, last_event_id
+
+    async def authenticate(
+        self, connection: SidecarConnection
+    ) -> tuple[Principal, str | None, int] | None:
+        """The connection's principal, resume position and the number of the
+        read it comes from; or None, when it was refused or went away."""
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                token = await connection.recv()
+        except TimeoutError:
+            self.refuse(connection, "timeout", AUTHENTICATION_TIMEOUT)
+            return None
+        except ConnectionClosed:  # includes a first frame over max_size: 1009
+            return None
+        if not isinstance(token, str):
+            self.refuse(connection, "failure", AUTHENTICATION_FAILED)
+            return None
+        try:
+            hello = parse_hello(token)
+        except InvalidHello as exc:
+            logger.info(
+                "Connection %s sent an invalid first message: %s", connection.id, exc
+            )
+            self.refuse(connection, "failure", AUTHENTICATION_FAILED)
+            return None
+        del token
+        since, read = self.rechecks.start_read()
+        try:
+            async with asyncio.timeout_at(deadline):
+                principal = await self.authentications.call(hello.token)
+                principal, read = await self.rechecks.confirm(principal, since, read)
+        except (DatabaseUnavailable, TimeoutError) as exc:
+            logger.warning(
+                "Database unavailable, connection %s told to retry: %s",
+                connection.id,
+                reason(exc),
+            )
+            self.refuse(connection, "unavailable", TRY_AGAIN_LATER)
+            return None
+        except Exception:
+            logger.exception("Authentication crashed for connection %s", connection.id)
+            self.refuse(connection, "failure", AUTHENTICATION_FAILED)
+            return None
+        if principal is None:
+            logger.info("Authentication failed for connection %s", connection.id)
+            self.refuse(connection, "failure", AUTHENTICATION_FAILED)
+            return None
+        return principal, hello.last_event_id, read
+
+    def refuse(
+        self, connection: SidecarConnection, result: str, close: tuple[int, str]
+    ) -> None:
+        """Count a refused authentication by its result and close."""
+        self.counters.authentications[result] += 1
+        connection.close_soon(*close)
