@@ -179,8 +179,14 @@ async def test_closed_connections_are_collected_and_open_ones_frozen(
 
         await asyncio.gather(*[websocket.close() for websocket in held])
         await sidecar.until_connections(0)
-        await open_and_close_300(4)
-        after = until_collections(2)
+        # A collection that comes due while the last round's sockets are
+        # still closing (a busy machine) finds them alive: the next one,
+        # after more closures, must not.
+        for collections in range(2, 5):
+            await open_and_close_300(4)
+            after = until_collections(collections)
+            if after["wsserver_gc_frozen_objects"] < at_rest + 300 * 30:
+                break
         assert after["wsserver_connections"] == 0
         # Closed connections' objects are gone, not frozen forever.
         assert after["wsserver_gc_frozen_objects"] < at_rest + 300 * 30

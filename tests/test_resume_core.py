@@ -1,17 +1,10 @@
-"""The pure pieces of history and revocation: no sockets, Django or Redis."""
+"""Resumes on their own: no gap and no duplicate at the seam (wsserver.resume)."""
 
 from __future__ import annotations
 
 import pytest
 
-from wsserver.control import (
-    GroupChanged,
-    InvalidControl,
-    UsersChanged,
-    parse_control,
-)
-from wsserver.events import Event, event_id_key, parse_event, with_id
-from wsserver.hello import Hello, InvalidHello, parse_hello
+from wsserver.events import Event
 from wsserver.resume import HeldTooMany, Resumes
 
 
@@ -84,74 +77,3 @@ def test_a_full_queue_raises():
         resumes.admit("c", event("3-0"))
     resumes.forget("c")
     assert not resumes
-
-
-@pytest.mark.parametrize(
-    ("value", "key"),
-    [
-        ("1700000000000-3", (1700000000000, 3)),
-        ("0-0", (0, 0)),
-        ("1-", None),
-        ("-1", None),
-        ("a-1", None),
-        ("1-1-1", None),
-        ("\u0661-\u0662", None),  # Unicode digits
-        (5, None),
-        (None, None),
-    ],
-)
-def test_event_id_key(value, key):
-    assert event_id_key(value) == key
-
-
-def test_ids_are_parsed_and_inserted_first():
-    payload = with_id(b'{"content_type_id": 3}', "12-0")
-    assert payload == b'{"id":"12-0","content_type_id": 3}'
-    assert parse_event(payload).id == "12-0"
-    assert parse_event(b'{"content_type_id": 3}').id is None
-
-
-@pytest.mark.parametrize(
-    ("message", "hello"),
-    [
-        ("  token  ", Hello("token")),
-        ('{"token": "t"}', Hello("t")),
-        ('{"token": "t", "last_event_id": "1-2"}', Hello("t", "1-2")),
-        ('{"token": "t", "last_event_id": null}', Hello("t")),
-    ],
-)
-def test_first_messages(message, hello):
-    assert parse_hello(message) == hello
-
-
-@pytest.mark.parametrize(
-    "message",
-    ["{", "{}", '{"token": 3}', '{"token": "t", "last_event_id": 1}', "{[]}"],
-)
-def test_invalid_first_messages(message):
-    with pytest.raises(InvalidHello):
-        parse_hello(message)
-
-
-def test_control_messages():
-    assert parse_control(b'{"type": "users", "user_ids": ["1", 2]}') == UsersChanged(
-        frozenset({"1", "2"})
-    )
-    assert parse_control('{"type": "group", "group_id": 4}') == GroupChanged(4)
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [
-        b"not json",
-        b"[]",
-        b'{"type": "users", "user_ids": [true]}',
-        b'{"type": "users", "user_ids": "1"}',
-        b'{"type": "group", "group_id": "4"}',
-        b'{"type": "everyone"}',
-        b"\xff",
-    ],
-)
-def test_invalid_control_messages(payload):
-    with pytest.raises(InvalidControl):
-        parse_control(payload)

@@ -44,6 +44,7 @@ def settings_help() -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line (``sys.argv`` when ``argv`` is None)."""
     parser = argparse.ArgumentParser(
         prog="python -m wsserver",
         description=(
@@ -126,6 +127,11 @@ def setup_django() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve or check, as the command line says; return the exit status.
+
+    An invalid configuration, or ``--token -`` with no token on standard
+    input, gives 2 before logging and Django are set up.
+    """
     arguments = parse_args(argv)
     token = arguments.token
     if token == STDIN:
@@ -157,6 +163,13 @@ def invalid_configuration(problems: list[str]) -> int:
 
 
 def serve(config: Config) -> int:
+    """Check the user tables, then serve (in ``WS_WORKERS`` processes if more
+    than one) until stopped; return the exit status.
+
+    A database that is down at start-up is not fatal: clients are told to try
+    again until it answers. User tables that do not match the configuration
+    are: the exit status is 1.
+    """
     from django.db import connections
     from django.db.utils import Error as DatabaseError
 

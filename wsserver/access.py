@@ -36,6 +36,9 @@ class AccessChanges:
         self._everyone = 0  # the last change that concerned every user
 
     def note(self, change: UsersChanged | GroupChanged) -> None:
+        """Count a change, of its users, or of everyone: for a group (whose members
+        are not known here) or once too many users are remembered.
+        """
         self.count += 1
         if (
             isinstance(change, GroupChanged)

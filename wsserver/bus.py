@@ -81,6 +81,7 @@ class Subscriber:
         self._subscribed_event = asyncio.Event()
 
     async def wait_subscribed(self) -> None:
+        """Return once the subscription is up (at once if it is now)."""
         await self._subscribed_event.wait()
 
     async def run(self) -> None:

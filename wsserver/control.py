@@ -17,20 +17,29 @@ __all__ = ["GroupChanged", "InvalidControl", "UsersChanged", "parse_control"]
 
 
 class InvalidControl(ValueError):
-    pass
+    """A control message that is not JSON, malformed or of an unknown type."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class UsersChanged:
+    """These users were saved or deleted, or their groups or permissions changed."""
+
     user_ids: frozenset[str]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class GroupChanged:
+    """This group's permissions changed, and so may its members' access."""
+
     group_id: int
 
 
 def parse_control(payload: bytes | str) -> UsersChanged | GroupChanged:
+    """Parse a message of the control channel; raise InvalidControl if it is not one.
+
+    User ids become strings, as principals hold them, whether the main site sent
+    integers or strings (e.g. UUIDs).
+    """
     try:
         data = json.loads(payload)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:

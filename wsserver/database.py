@@ -46,11 +46,17 @@ class Database:
         )
 
     async def run(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call ``func`` in a worker thread; its connection is recycled as in a request.
+
+        Raises DatabaseUnavailable when the database cannot answer; other errors
+        propagate as they are.
+        """
         loop = asyncio.get_running_loop()
         call = functools.partial(_call, func, *args, **kwargs)
         return await loop.run_in_executor(self._executor, call)
 
     def close(self) -> None:
+        """Stop the threads without waiting; calls not started yet are cancelled."""
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -94,6 +100,7 @@ class Batcher(Generic[A, T]):
         self._tasks: set[asyncio.Future[None]] = set()
 
     async def call(self, argument: A) -> T:
+        """``function``'s result for one argument, computed alone or in a batch."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((argument, future))
         self._start()

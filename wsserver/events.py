@@ -24,6 +24,8 @@ class InvalidEvent(ValueError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Event:
+    """A routable event: its content type, and its payload exactly as received."""
+
     content_type_id: int
     payload: bytes
     # The Redis Stream entry id the publisher gave it ("<ms>-<seq>"); None

@@ -20,11 +20,16 @@ class InvalidHello(ValueError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Hello:
+    """A first message: the token and, to resume, the last event id the client saw."""
+
     token: str
     last_event_id: str | None = None
 
 
 def parse_hello(message: str) -> Hello:
+    """Parse a first message: a bare token, or a JSON object with ``token`` and
+    optionally ``last_event_id``; raise InvalidHello if it is neither.
+    """
     text = message.strip()
     if not text.startswith("{"):
         return Hello(text)

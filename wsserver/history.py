@@ -58,10 +58,13 @@ class Replay:
 
     @property
     def position(self) -> Position | None:
+        """``until`` as a comparable key (None when nothing is replayed)."""
         return None if self.until is None else event_id_key(self.until)
 
 
 class History:
+    """The channel's history stream: what a resume sends, and its entries."""
+
     def __init__(self, url: str, key: str, limit: int) -> None:
         self.url = url
         self.key = key
@@ -146,6 +149,7 @@ class History:
         return HistoryUnavailable(str(exc))
 
     async def close(self) -> None:
+        """Close the connection to Redis."""
         await self._client.aclose()
 
 

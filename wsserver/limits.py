@@ -100,6 +100,7 @@ class Admission:
         return None
 
     def release(self, key: str) -> None:
+        """Count one less for ``key``: undo an :meth:`admit` that succeeded."""
         self._count -= 1
         held = self._by_address[key] - 1
         if held:
@@ -118,6 +119,12 @@ class Slots:
 
     @contextlib.asynccontextmanager
     async def taken(self, key: Hashable) -> AsyncIterator[None]:
+        """Hold a slot for ``key`` and one in all inside the block; wait for both.
+
+        The key's slot is taken first, so that a key waiting behind its own holders
+        keeps none of the total from others. A key's semaphore is kept only while
+        someone holds or waits for it.
+        """
         semaphore, users = self._by_key.get(key, (None, 0))
         if semaphore is None:
             semaphore = asyncio.Semaphore(self.per_key)

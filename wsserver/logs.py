@@ -15,6 +15,7 @@ class JSONFormatter(logging.Formatter):
     """One JSON object per record, for log collectors."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """Time (UTC, ISO 8601, in ms), level, logger, pid, message, any exception."""
         data = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
@@ -29,6 +30,11 @@ class JSONFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, format: str = "text") -> None:
+    """Log to stderr as text lines, or as JSON with ``format="json"``.
+
+    Replaces any handler already configured. websockets' own logs need at least
+    WARNING: the sidecar logs what matters about connections itself.
+    """
     handler = logging.StreamHandler(sys.stderr)
     if format == "json":
         handler.setFormatter(JSONFormatter())

@@ -38,6 +38,7 @@ class Resumes(Generic[C]):
         return bool(self._held or self._after)
 
     def hold(self, connection: C) -> None:
+        """Queue a connection's live events, from now until it is released."""
         self._held[connection] = []
 
     def take(self, connection: C, after: Position | None = None) -> list[Event]:
@@ -60,6 +61,9 @@ class Resumes(Generic[C]):
         self._after[connection] = position
 
     def forget(self, connection: C) -> None:
+        """Stop holding or filtering a connection's live events: it is gone, or
+        nothing was replayed.
+        """
         self._held.pop(connection, None)
         self._after.pop(connection, None)
 

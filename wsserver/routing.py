@@ -27,9 +27,11 @@ class Permissions:
 
     @classmethod
     def all(cls) -> Permissions:
+        """A superuser's permissions: every content type, present and future."""
         return cls(everything=True)
 
     def allows(self, content_type_id: int) -> bool:
+        """Whether an event of this content type may be sent."""
         return self.everything or content_type_id in self.content_type_ids
 
 
@@ -113,6 +115,9 @@ class Router(Generic[C]):
         )
 
     def count_recipients(self, content_type_id: int) -> int:
+        """How many connections may see an event of this content type, without
+        iterating over them.
+        """
         return len(self._everything) + len(
             self._by_content_type.get(content_type_id, ())
         )
@@ -122,6 +127,7 @@ class Router(Generic[C]):
         return self._principals[connection]
 
     def permissions(self, connection: C) -> Permissions:
+        """A connection's permissions, as of its registration or last update."""
         return self._principals[connection].permissions
 
     def principals(self) -> Iterable[Principal]:
@@ -133,6 +139,7 @@ class Router(Generic[C]):
         return frozenset(self._by_user.get(user_id, ()))
 
     def users(self) -> Iterable[Hashable]:
+        """The users with at least one registered connection (a live view)."""
         return self._by_user.keys()
 
     def _index(self, connection: C, permissions: Permissions) -> None:

@@ -2,6 +2,8 @@ from django.apps import AppConfig
 
 
 class PublisherConfig(AppConfig):
+    """The publisher app: once Django is ready, it connects its signal handlers."""
+
     name = "wsserver.publisher"
     label = "wsserver_publisher"
     verbose_name = "wsserver publisher"

@@ -6,18 +6,22 @@ from django.conf import settings
 
 
 def redis_url() -> str:
+    """WSSERVER_REDIS_URL: the Redis to publish to."""
     return getattr(settings, "WSSERVER_REDIS_URL", "redis://127.0.0.1:6379/1")
 
 
 def channel() -> str:
+    """WSSERVER_CHANNEL: the channel events are published on."""
     return getattr(settings, "WSSERVER_CHANNEL", "events")
 
 
 def sesame_scope() -> str:
+    """WSSERVER_SESAME_SCOPE: the scope of the tokens made for the sidecar."""
     return getattr(settings, "WSSERVER_SESAME_SCOPE", "wsserver")
 
 
 def publish_timeout() -> float:
+    """WSSERVER_PUBLISH_TIMEOUT: seconds to wait for Redis before giving up."""
     return float(getattr(settings, "WSSERVER_PUBLISH_TIMEOUT", 2))
 
 

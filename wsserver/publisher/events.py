@@ -27,4 +27,5 @@ def event_for(entry: LogEntry) -> dict | None:
 
 
 def serialize(event: dict) -> str:
+    """An event as the JSON text published: non-ASCII kept, other values as str()."""
     return json.dumps(event, ensure_ascii=False, default=str)

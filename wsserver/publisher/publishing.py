@@ -98,6 +98,7 @@ def publish_control_on_commit(message: dict, using: str | None = None) -> None:
 
 
 def publish_control(payload: str) -> bool:
+    """Send a control message now; a Redis failure is logged and returns False."""
     channel = control_channel(conf.channel())
     try:
         client().publish(channel, payload)

@@ -27,6 +27,7 @@ PUBLISHED = "_wsserver_published"
 
 
 def on_log_entry_saved(sender, instance: LogEntry, created: bool, using: str, **kwargs):
+    """A new LogEntry: publish it after the commit, unless it already was."""
     if created and not getattr(instance, PUBLISHED, False):
         setattr(instance, PUBLISHED, True)
         publish_on_commit([instance], using=using)
@@ -52,21 +53,33 @@ def _publishing_log_actions(log_actions):
 
 
 def users_changed(user_ids, using: str | None) -> None:
+    """Tell the sidecars, after the commit, that these users' access may have
+    changed: one message for all of them.
+    """
     user_ids = sorted({str(user_id) for user_id in user_ids if user_id is not None})
     if user_ids:
         publish_control_on_commit({"type": "users", "user_ids": user_ids}, using)
 
 
 def groups_changed(group_ids, using: str | None) -> None:
+    """Tell the sidecars, after the commit, that these groups' permissions
+    changed: one message per group.
+    """
     for group_id in sorted(set(group_ids)):
         publish_control_on_commit({"type": "group", "group_id": group_id}, using)
 
 
 def on_user_saved_or_deleted(sender, instance, using: str, **kwargs) -> None:
+    """A user was saved or deleted: recheck their connections.
+
+    Any save may change access (is_active, is_superuser, the password that
+    revokes tokens); a deletion ends it.
+    """
     users_changed([instance.pk], using)
 
 
 def on_group_deleted(sender, instance, using: str, **kwargs) -> None:
+    """A group is about to be deleted: its members lose its permissions."""
     # The membership rows go with the group: read them first.
     users_changed(_column(get_user_model().groups.through, Group, instance.pk), using)
 
@@ -97,6 +110,7 @@ def on_m2m_changed(sender, instance, action, reverse, model, pk_set, using, **kw
 
 
 def connect() -> None:
+    """Connect the handlers and wrap ``log_actions()``; calling it again is harmless."""
     post_save.connect(
         on_log_entry_saved, sender=LogEntry, dispatch_uid="wsserver.publisher"
     )

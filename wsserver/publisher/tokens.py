@@ -8,4 +8,5 @@ from . import conf
 
 
 def token_for(user) -> str:
+    """A django-sesame token for ``user`` in WSSERVER_SESAME_SCOPE, the sidecar's."""
     return get_token(user, scope=conf.sesame_scope())

@@ -12,6 +12,7 @@ from .tokens import token_for
 @never_cache
 @require_GET
 def token(request: HttpRequest) -> JsonResponse:
+    """A fresh token as ``{"token": ...}``, never cached; 401 if not logged in."""
     if not request.user.is_authenticated:
         return JsonResponse({"error": "not logged in"}, status=401)
     return JsonResponse({"token": token_for(request.user)})

@@ -15,6 +15,7 @@ register = template.Library()
 
 @register.simple_tag(takes_context=True)
 def wsserver_token(context) -> str:
+    """A token for the request's user; "" if anonymous or without a request."""
     request = context.get("request")
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:

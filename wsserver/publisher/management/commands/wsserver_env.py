@@ -40,6 +40,8 @@ PK_TYPES = {
 
 
 class Command(BaseCommand):
+    """``manage.py wsserver_env [--show-secrets] [--database ALIAS]``."""
+
     help = "Print the environment variables the wsserver sidecar needs for this site."
 
     def add_arguments(self, parser):
@@ -52,6 +54,8 @@ class Command(BaseCommand):
         parser.add_argument("--database", default=DEFAULT_DB_ALIAS)
 
     def handle(self, *args, show_secrets: bool, database: str, **options):
+        """Print one ``NAME=value`` line per variable, shell-quoted."""
+
         def secret(value: str) -> str:
             return value if show_secrets or not value else MASK
 
@@ -106,6 +110,11 @@ def database_url(vendor: str, database: dict, secret: Callable[[str], str]) -> s
 
 
 def sesame_env(secret) -> dict[str, str]:
+    """The SESAME_* settings the sidecar needs to verify this site's tokens.
+
+    ``secret`` masks SESAME_KEY (or not); a timedelta SESAME_MAX_AGE becomes
+    seconds, and no maximum age "none".
+    """
     max_age = sesame_settings.MAX_AGE
     if hasattr(max_age, "total_seconds"):
         max_age = int(max_age.total_seconds())
@@ -126,6 +135,10 @@ def sesame_env(secret) -> dict[str, str]:
 
 
 def user_model_env() -> dict[str, str]:
+    """The WS_USER_* settings for a custom user model (none for auth.User).
+
+    Raises CommandError for a primary key type the sidecar cannot read.
+    """
     User = get_user_model()
     if User._meta.label == "auth.User":
         return {}
