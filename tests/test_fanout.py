@@ -64,8 +64,8 @@ def setup(compression: bool, max_buffer: int = 100):
     for user_id, (name, content_type) in enumerate(
         [("reader", 1), ("closing", 1), ("other user", 2)], start=1
     ):
-        principal = Principal(str(user_id), name, Permissions(frozenset({content_type})))
-        router.add(connections[name], principal)
+        permissions = Permissions(frozenset({content_type}))
+        router.add(connections[name], Principal(str(user_id), name, permissions))
     return fanout, router, connections, slow
 
 
