@@ -1,235 +1,28 @@
-"""The Authenticator and UserQuery on real databases, configured as the sidecar.
+"""The Authenticator on real databases, configured as the sidecar.
 
-Django is set up once per process and for one configuration, while these
-tests need the sidecar's (settings_auth, from WS_* and SESAME_* variables) in
-several variants, on several databases, and other test modules set Django up
-with the example site's settings. So the code that runs Django runs in a child
-process: ``database.sidecar(function, **arguments)`` runs one of the
-``sidecar_*`` functions of this module (each defined after the tests that use
-it) in ``python tests/test_auth.py``, with the sidecar's settings on that
-database, and returns what it returns (as JSON) and what it logged. Data is
-changed the same way with the example site's settings (``site_*`` functions).
-The assertions stay in the tests.
-
-Databases are the example site's, made by its migrations and seed_demo, plus
-the users of site_prepare: SQLite files, PostgreSQL and MariaDB (failing when
-WSSERVER_TEST_MYSQL_URL does not answer), with auth.User and with the custom
-user model (UUID pk, email as username; the sidecar configured with WS_USER_*).
+Each test runs its ``sidecar_*`` and ``site_*`` functions in child processes
+on the example site's databases (authdb.py says how and which): SQLite,
+PostgreSQL and MariaDB, with auth.User and with the custom user model.
 Tokens are made with django-sesame's create_token in a sidecar process with
 the same settings as the one that checks them: exactly the main site's tokens.
+What the one query reads is tested on its own in test_userquery.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
-import json
-import os
-import subprocess
-import sys
 import uuid
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+import authdb
 import pytest
-from processes import PASSWORD, SECRET_KEY, MainSite
+from authdb import MANY, Database
 
 pytestmark = pytest.mark.e2e
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-EXAMPLE = ROOT / "example"
-CUSTOM_USER = {
-    "WS_USER_TABLE": "accounts_user",
-    "WS_USER_PK": "uuid",
-    "WS_USERNAME_FIELD": "email",
-}
+databases, database, any_database = authdb.FIXTURES
 EMAIL_REVOKES = {"SESAME_INVALIDATE_ON_EMAIL_CHANGE": "true"}
-# Users many-0... of site_prepare: more than one query's worth (500).
-MANY = 600
-
-
-@dataclasses.dataclass
-class Child:
-    """What a function run in a child process returned, and what it logged."""
-
-    value: Any
-    log: str
-
-
-@dataclasses.dataclass
-class Database:
-    """An example site's database, and how to run code against it."""
-
-    backend: str
-    custom: bool
-    site: MainSite
-    pks: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    def name(self, user: str) -> str:
-        """The username of a user of site_prepare, as this user model has it."""
-        return f"{user}@example.com" if self.custom else user
-
-    def pk(self, user: str) -> str:
-        return self.pks[self.name(user)]
-
-    def sidecar(self, function: Callable, /, env: dict | None = None, **arguments):
-        """Run ``function(**arguments)`` in a process set up as the sidecar."""
-        return run(
-            "sidecar",
-            {
-                "DJANGO_SETTINGS_MODULE": "settings_auth",
-                "DATABASE_URL": self.site.env["DATABASE_URL"],
-                "SECRET_KEY": SECRET_KEY,
-                **(CUSTOM_USER if self.custom else {}),
-                **(env or {}),
-            },
-            function,
-            arguments,
-        )
-
-    def on_site(self, function: Callable, /, **arguments):
-        """Run ``function(**arguments)`` in a process set up as the main site."""
-        env = {**self.site.env, "DJANGO_SETTINGS_MODULE": "exampleproject.settings"}
-        return run("site", env, function, arguments)
-
-
-def run(side: str, env: dict, function: Callable, arguments: dict) -> Child:
-    """Call a function of this module in a child process (see __main__ below)."""
-    environ = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("SESAME_", "WS_", "DJANGO_"))
-    }
-    # This checkout's code (not an installed one), and the example's apps.
-    path = [str(ROOT), str(EXAMPLE)] if side == "site" else [str(ROOT)]
-    result = subprocess.run(
-        [sys.executable, __file__, side, function.__name__],
-        input=json.dumps(arguments),
-        env={**environ, **env, "PYTHONPATH": os.pathsep.join(path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"{function.__name__} failed:\n{result.stderr}")
-    return Child(json.loads(result.stdout.splitlines()[-1]), result.stderr)
-
-
-@pytest.fixture(scope="module")
-def databases(postgres, redis_url, tmp_path_factory, request):
-    """Prepared databases by (backend, custom user model?), made on first use."""
-    made: dict[tuple[str, bool], Database] = {}
-
-    def get(backend: str, custom: bool) -> Database:
-        if (backend, custom) in made:
-            return made[backend, custom]
-        if backend == "sqlite":
-            url = f"sqlite:///{tmp_path_factory.mktemp('auth')}/site.sqlite3"
-        elif backend == "postgresql":
-            url = postgres.create()
-        else:
-            url = request.getfixturevalue("mysql").create()
-        extra = {"EXAMPLE_CUSTOM_USER": "1"} if custom else {}
-        site = MainSite(url, redis_url, f"auth-{uuid.uuid4().hex[:8]}", **extra)
-        site.prepare()
-        database = Database(backend, custom, site)
-        database.pks = database.on_site(site_prepare).value
-        made[backend, custom] = database
-        return database
-
-    return get
-
-
-BACKENDS = ["sqlite", "postgresql", "mysql"]
-
-
-@pytest.fixture(params=BACKENDS)
-def database(request, databases) -> Database:
-    """A database with auth.User."""
-    return databases(request.param, False)
-
-
-@pytest.fixture(
-    params=[(backend, custom) for custom in (False, True) for backend in BACKENDS],
-    ids=lambda param: f"{param[0]}-{'custom' if param[1] else 'auth.User'}",
-)
-def any_database(request, databases) -> Database:
-    """A database with auth.User, or with the custom user model."""
-    return databases(*request.param)
-
-
-def site_prepare() -> dict[str, str]:
-    """More users and groups than seed_demo's; returns {username: pk}.
-
-    erin: view_article directly and through "article-readers", change_product
-    through "product-editors". dave and gus: product-editors and
-    "nothing-granted", a group without permissions. frank: nothing-granted
-    only. cora, nemo, rita: no permission (for tests that change them).
-    many-0...: MANY users, every other one with view_product.
-    The email column is made nullable (as custom user models may have it).
-    """
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.hashers import make_password
-    from django.contrib.auth.models import Group, Permission
-    from django.db import connection
-
-    User = get_user_model()
-
-    def name(user: str) -> str:
-        return f"{user}@example.com" if User.USERNAME_FIELD == "email" else user
-
-    if User.USERNAME_FIELD != "email":
-        old = User._meta.get_field("email")
-        new = User._meta.get_field("email").clone()
-        new.set_attributes_from_name("email")
-        new.null = True
-        with connection.schema_editor() as editor:
-            editor.alter_field(User, old, new)
-    catalog = Permission.objects.filter(content_type__app_label="catalog")
-    view_article = catalog.get(codename="view_article")
-    view_product = catalog.get(codename="view_product")
-    editors = Group.objects.get(name="product-editors")
-    readers = Group.objects.create(name="article-readers")
-    readers.permissions.set([view_article])
-    nothing = Group.objects.create(name="nothing-granted")
-    password = make_password(PASSWORD)
-
-    def create(user: str, **fields: Any) -> Any:
-        made = User(**{User.USERNAME_FIELD: name(user)}, password=password, **fields)
-        if User.USERNAME_FIELD != "email":
-            made.email = f"{user}@example.com"
-        made.save()
-        return made
-
-    erin = create("erin")
-    erin.user_permissions.set([view_article])
-    erin.groups.set([readers, editors])
-    User._default_manager.get(**{User.USERNAME_FIELD: name("dave")}).groups.add(nothing)
-    create("gus").groups.set([editors, nothing])
-    create("frank").groups.set([nothing])
-    for user in ("cora", "nemo", "rita"):
-        create(user)
-    User._default_manager.bulk_create(
-        [
-            User(**{User.USERNAME_FIELD: name(f"many-{n}")}, password=password)
-            for n in range(MANY)
-        ]
-    )
-    many = User._default_manager.filter(
-        **{f"{User.USERNAME_FIELD}__startswith": "many-"}
-    )
-    Through = User.user_permissions.through
-    Through.objects.bulk_create(
-        [
-            Through(user_id=user.pk, permission_id=view_product.pk)
-            for n, user in enumerate(many.order_by("pk"))
-            if n % 2 == 0
-        ]
-    )
-    return {user.get_username(): str(user.pk) for user in User._default_manager.all()}
 
 
 def site_update(username: str, **fields: Any) -> None:
@@ -247,109 +40,6 @@ def site_set_password(username: str, password: str) -> None:
     user = User._default_manager.get(**{User.USERNAME_FIELD: username})
     user.set_password(password)
     user.save()
-
-
-# UserQuery
-
-
-def user_query():
-    """A UserQuery for the fields authentication reads."""
-    from django.contrib.auth import get_user_model
-
-    from wsserver.auth import UserQuery
-
-    User = get_user_model()
-    return UserQuery(
-        User, ["password", "is_active", "is_superuser", User.USERNAME_FIELD]
-    )
-
-
-def test_user_query_loads_users_with_their_permissions_and_groups(any_database):
-    db = any_database
-    users = ["admin", "alice", "bob", "dave", "erin", "frank"]
-    missing = str(uuid.uuid4()) if db.custom else "987654"
-    loaded = db.sidecar(
-        sidecar_user_query, pks=[db.pk(user) for user in users] + [missing]
-    ).value
-    assert loaded["queries"] == 1
-    assert loaded["deferred_but_read"] == []
-    found = loaded["users"]
-    assert set(found) == {db.name(user) for user in users}
-    assert found[db.name("admin")] == {"codenames": [], "groups": [], "active": True}
-    assert found[db.name("alice")]["codenames"] == ["catalog.view_article"]
-    assert found[db.name("bob")] == {"codenames": [], "groups": [], "active": True}
-    assert found[db.name("dave")] == {
-        "codenames": ["catalog.change_product"],
-        "groups": ["nothing-granted", "product-editors"],
-        "active": True,
-    }
-    assert found[db.name("erin")] == {
-        "codenames": ["catalog.change_product", "catalog.view_article"],
-        "groups": ["article-readers", "product-editors"],
-        "active": True,
-    }
-    # A group that grants nothing is still one of the user's groups.
-    assert found[db.name("frank")]["groups"] == ["nothing-granted"]
-    assert loaded["as_str_and_typed"] is True
-    assert loaded["nothing"] == {"queries": 0, "found": 0}
-
-
-def sidecar_user_query(pks: list[str]) -> dict:
-    from django.contrib.auth.models import Group
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    query = user_query()
-    with CaptureQueriesContext(connection) as queries:
-        loaded = query.load_many(pks)
-    groups = dict(Group.objects.values_list("pk", "name"))
-    users = {}
-    deferred_but_read = set()
-    for found in loaded.values():
-        user = found.user
-        deferred_but_read |= user.get_deferred_fields() & {
-            "password",
-            "is_active",
-            "is_superuser",
-            user.USERNAME_FIELD,
-        }
-        users[user.get_username()] = {
-            "codenames": sorted({f"{a}.{codename}" for a, codename in found.codenames}),
-            "groups": sorted(groups[group_id] for group_id in found.group_ids),
-            "active": user.is_active,
-        }
-    # Keys are the pk's Python value whether given as a str or typed.
-    some = next(iter(loaded))
-    typed = query.load(some)
-    with CaptureQueriesContext(connection) as nothing:
-        found_nothing = query.load_many([]) or query.load_many(["not a pk", None])
-    return {
-        "queries": len(queries),
-        "users": users,
-        "deferred_but_read": sorted(deferred_but_read),
-        "as_str_and_typed": typed is not None and typed.user.pk == some,
-        "nothing": {"queries": len(nothing), "found": len(found_nothing)},
-    }
-
-
-def test_user_query_reads_many_users_one_query_per_500(database):
-    pks = [pk for name, pk in database.pks.items() if name.startswith("many-")]
-    assert len(pks) == MANY
-    loaded = database.sidecar(sidecar_load_many, pks=pks).value
-    assert loaded == {"found": MANY, "with_permissions": MANY // 2, "queries": 2}
-
-
-def sidecar_load_many(pks: list[str]) -> dict:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    with CaptureQueriesContext(connection) as queries:
-        loaded = user_query().load_many(pks)
-    return {
-        "found": len(loaded),
-        "with_permissions": sum(bool(found.codenames) for found in loaded.values()),
-        "queries": len(queries),
-    }
 
 
 # Principals: permissions, groups, credentials
@@ -905,23 +595,3 @@ def sidecar_limited_sqlite(tokens: list[str], user_ids: list[str]) -> dict:
         "rechecked": sum(p is not None for p in rechecked.values()),
         "recheck_queries": len(recheck_queries),
     }
-
-
-if __name__ == "__main__":
-    # A child process (see run()): ``test_auth.py site|sidecar FUNCTION``,
-    # with the function's arguments as JSON on stdin; PYTHONPATH and
-    # DJANGO_SETTINGS_MODULE say which side it is.
-    import logging
-
-    import django
-
-    import wsserver
-
-    # This checkout's code, also when another is installed (editable).
-    assert Path(wsserver.__file__).is_relative_to(ROOT), wsserver.__file__
-    django.setup()
-    logging.basicConfig(
-        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    function = globals()[sys.argv[2]]
-    print(json.dumps(function(**json.loads(sys.stdin.read()))))

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .logs import mask_url
+from .pktypes import PK_TYPES, describe_pk_types
 
 __all__ = [
     "SETTINGS",
@@ -361,10 +362,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "WS_USER_PK",
         "int",
-        "Type of the custom user model's primary key: int (AutoField), bigint "
-        "(BigAutoField) or uuid (UUIDField). Tokens pack it: a wrong value "
-        "rejects every token.",
-        _choice("int", "bigint", "uuid"),
+        f"Type of the custom user model's primary key: {describe_pk_types()}. "
+        "Tokens pack it: a wrong value rejects every token.",
+        _choice(*PK_TYPES),
         group="Custom user model",
         field="user_model.pk_type",
     ),

@@ -189,7 +189,8 @@ def explain_token(token: str, config: Config) -> tuple[str, bool]:
     from sesame import settings as sesame_settings
     from sesame.tokens_v2 import get_revocation_key, sign, unpack_timestamp
 
-    from .auth import Authenticator, token_pk_types
+    from .auth import Authenticator
+    from .tokens import token_pk_types
 
     token = token.strip()
     authenticator = Authenticator(config.sesame_scope)

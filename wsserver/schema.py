@@ -10,17 +10,13 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.db import connection
 
-__all__ = ["check_user_schema", "pk_types_for_column"]
+from .pktypes import PK_TYPES
 
-PK_TYPES = ("int", "bigint", "uuid")
+__all__ = ["check_user_schema", "pk_types_for_column"]
 
 # What Django's introspection reports for a primary key column, by pk type.
 INTROSPECTED_PK_TYPES = {
-    "AutoField": {"int"},
-    "IntegerField": {"int"},
-    "BigAutoField": {"bigint"},
-    "BigIntegerField": {"bigint"},
-    "UUIDField": {"uuid"},
+    column: {name} for name, pk_type in PK_TYPES.items() for column in pk_type.columns
 }
 
 
