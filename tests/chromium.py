@@ -12,10 +12,10 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
+from waiting import units, wait_for
 from websockets.sync.client import connect
 
 FLAGS = [
@@ -48,11 +48,12 @@ class Chromium:
             stderr=subprocess.DEVNULL,
         )
         port_file = Path(self.profile) / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not port_file.exists() or not port_file.read_text().strip():
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError("Chromium did not start")
-            time.sleep(0.05)
+        wait_for(
+            lambda: port_file.exists() and port_file.read_text().strip(),
+            30,
+            "Chromium's DevTools port",
+            self.process,
+        )
         port = int(port_file.read_text().split()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as response:
             [page] = [t for t in json.load(response) if t["type"] == "page"]
@@ -68,7 +69,7 @@ class Chromium:
             json.dumps({"id": command_id, "method": method, "params": params})
         )
         while True:
-            message = json.loads(self.connection.recv(timeout=30))
+            message = json.loads(self.connection.recv(timeout=units(30)))
             if message.get("id") == command_id:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
@@ -88,20 +89,18 @@ class Chromium:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 15):
-        """Poll a JavaScript expression until it is truthy; return its value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = self.evaluate(expression)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"still false after {timeout} s: {expression}")
-            time.sleep(0.1)
+        """Poll a JavaScript expression until it is truthy; return its value.
+
+        ``timeout`` is in time units (waiting.py).
+        """
+        return wait_for(
+            lambda: self.evaluate(expression), timeout, expression, interval=0.1
+        )
 
     def close(self) -> None:
         try:
             self.exit_stack.close()
         finally:
             self.process.terminate()
-            self.process.wait(10)
+            self.process.wait(units(10))
             shutil.rmtree(self.profile, ignore_errors=True)

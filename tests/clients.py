@@ -6,25 +6,28 @@ import asyncio
 import json
 
 import redis
+from waiting import units
 from websockets.asyncio.client import ClientConnection, connect
 
 from wsserver.wire import PUBLISH_WITH_HISTORY, history_key
 
 
 async def authenticate(url: str, token: str | bytes) -> ClientConnection:
-    websocket = await connect(url, open_timeout=10)
+    websocket = await connect(url, open_timeout=units(10))
     await websocket.send(token)
     return websocket
 
 
 async def receive_event(websocket: ClientConnection, timeout: float = 5) -> dict:
-    async with asyncio.timeout(timeout):
+    """The next message, as JSON, within ``timeout`` time units."""
+    async with asyncio.timeout(units(timeout)):
         return json.loads(await websocket.recv())
 
 
 async def assert_no_event(websocket: ClientConnection, wait: float = 0.5) -> None:
+    """Nothing arrives for ``wait`` time units: time passing is the test."""
     try:
-        async with asyncio.timeout(wait):
+        async with asyncio.timeout(units(wait)):
             message = await websocket.recv()
     except TimeoutError:
         return
@@ -33,7 +36,7 @@ async def assert_no_event(websocket: ClientConnection, wait: float = 0.5) -> Non
 
 async def closed_with(websocket: ClientConnection, timeout: float = 10):
     """Wait for the server to close the connection; return (code, reason)."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(units(timeout)):
         await websocket.wait_closed()
     assert websocket.close_code is not None
     return websocket.close_code, websocket.close_reason

@@ -5,6 +5,11 @@ which starts them and creates the role the tests log in as).
 
 ``redis_url`` is unrestricted; main sites and sidecars run as Redis ACL users
 made from it (redis_users.py), deleted when the session ends.
+
+End-to-end modules use ``site`` (SQLite; a module may make it
+``postgres_site``, or give it settings with ``site_env``), ``live_site`` and
+``admin`` when they need its pages, ``start_sidecar``, and ``publish``. Waiting
+and deadlines: waiting.py (WSSERVER_TEST_TIME_UNIT scales them all).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import psycopg
 import pytest
 import redis
 import redis_users
-from processes import MainSite, Sidecar
+from browser import Browser
+from clients import publish_like_the_publisher
+from processes import PASSWORD, MainSite, SidecarProcess
 
 from wsserver.logs import mask_url
 
@@ -148,19 +155,77 @@ def mysql():
 
 
 @pytest.fixture(scope="module")
-def sqlite_site(redis_url, tmp_path_factory, request) -> MainSite:
+def site_env() -> dict[str, str]:
+    """What sqlite_site and postgres_site add to the site's environment: a
+    module may override this fixture (e.g. parametrized, for a custom user
+    model with EXAMPLE_CUSTOM_USER)."""
+    return {}
+
+
+def module_channel(request, backend: str) -> str:
+    """A channel of the module's own, for its site on ``backend``."""
+    name = request.module.__name__.removeprefix("test_")
+    return f"{name}-{backend}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="module")
+def sqlite_site(redis_url, site_env, tmp_path_factory, request) -> MainSite:
     """The example site on a SQLite file and a channel of the module's own,
-    with the demo users (see seed_demo)."""
+    with the demo users (see seed_demo). Not serving HTTP: see live_site."""
     name = request.module.__name__.removeprefix("test_")
     database = tmp_path_factory.mktemp(name) / "site.sqlite3"
-    site = MainSite(f"sqlite:///{database}", redis_url, f"{name}-{os.getpid()}")
+    channel = module_channel(request, "sqlite")
+    site = MainSite(f"sqlite:///{database}", redis_url, channel, **site_env)
     return site.prepare()
 
 
 @pytest.fixture(scope="module")
+def postgres_site(postgres, redis_url, site_env, request) -> MainSite:
+    """The example site on a new PostgreSQL database, otherwise as sqlite_site."""
+    channel = module_channel(request, "postgresql")
+    return MainSite(postgres.create(), redis_url, channel, **site_env).prepare()
+
+
+@pytest.fixture(scope="module")
 def site(sqlite_site) -> MainSite:
-    """The module's example site: SQLite unless the module says otherwise."""
+    """The module's example site: SQLite unless the module says otherwise
+    (e.g. ``def site(postgres_site): return postgres_site``)."""
     return sqlite_site
+
+
+@pytest.fixture(scope="module")
+def live_site(site):
+    """The module's site, serving HTTP (runserver) for the module's tests."""
+    site.start()
+    yield site
+    site.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(live_site) -> Browser:
+    """The demo superuser, logged in to the site's admin."""
+    browser = Browser(live_site.url)
+    browser.login("admin", PASSWORD)
+    return browser
+
+
+@pytest.fixture
+def bus(site) -> redis.Redis:
+    """The site's Redis, as the main site's (the publisher's) ACL user."""
+    client = redis.Redis.from_url(site.env["WSSERVER_REDIS_URL"])
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def publish(bus, site):
+    """Publish an event on the site's channel as wsserver.publisher does;
+    return its id."""
+
+    def publish(event: dict) -> str:
+        return publish_like_the_publisher(bus, site.env["WSSERVER_CHANNEL"], event)
+
+    return publish
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +246,8 @@ def start_sidecar(site, sidecar_env, tmp_path):
     """Start sidecars on the module's ``site``; each is stopped afterwards."""
     started = []
 
-    def start(main_site: MainSite | None = None, **env: str) -> Sidecar:
-        sidecar = Sidecar.for_site(
+    def start(main_site: MainSite | None = None, **env: str) -> SidecarProcess:
+        sidecar = SidecarProcess.for_site(
             main_site or site, tmp_path, **{**sidecar_env, **env}
         )
         started.append(sidecar.start())

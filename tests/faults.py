@@ -12,11 +12,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 
 import psycopg
 import redis
-from processes import free_port, wait_for
+from processes import free_port
+from waiting import wait_for
 
 
 class ThrowawayRedis:
@@ -127,9 +127,7 @@ class ThrowawayPostgres:
             _as_postgres(_pg_bin("pg_ctl"), "-D", self.data, "-m", "immediate", "stop"),
             capture_output=True,
         )
-        deadline = time.monotonic() + 10
-        while self.answers() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: not self.answers(), 10, "throwaway PostgreSQL stopped")
 
     def execute(self, sql: str, database: str = "postgres") -> None:
         with psycopg.connect(self.url(database), autocommit=True) as connection:

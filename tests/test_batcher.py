@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import pytest
+from waiting import eventually, units
 
 from wsserver.database import Batcher
 
@@ -17,10 +18,17 @@ class Recorder:
 
     def __call__(self, arguments: list[int]) -> list[int]:
         self.batches.append(arguments)
-        self.release.wait(5)
+        self.release.wait(units(5))
         if -1 in arguments:
             raise RuntimeError("boom")
         return [argument * 10 for argument in arguments]
+
+
+async def running(recorder: Recorder, *batches: list[int]) -> None:
+    """Wait until the recorder was called with ``batches`` (it holds the
+    thread until released): by then, the calls started with the first are
+    queued in the batcher."""
+    await eventually(lambda: recorder.batches == list(batches), 5, f"batches {batches}")
 
 
 class Threads:
@@ -47,7 +55,7 @@ async def test_calls_waiting_for_a_thread_are_batched(database):
     recorder = Recorder()
     batcher = Batcher(database, recorder, concurrency=1, max_batch=3)
     calls = [asyncio.ensure_future(batcher.call(n)) for n in range(6)]
-    await asyncio.sleep(0.1)
+    await running(recorder, [0])
     recorder.release.set()
     assert await asyncio.gather(*calls) == [n * 10 for n in range(6)]
     assert recorder.batches == [[0], [1, 2, 3], [4, 5]]
@@ -58,7 +66,7 @@ async def test_an_error_reaches_every_call_of_its_batch(database):
     batcher = Batcher(database, recorder, concurrency=1)
     first = asyncio.ensure_future(batcher.call(1))
     failing = [asyncio.ensure_future(batcher.call(n)) for n in (2, -1)]
-    await asyncio.sleep(0.1)
+    await running(recorder, [1])
     recorder.release.set()
     assert await first == 10
     for call in failing:
@@ -71,7 +79,7 @@ async def test_abandoned_calls_are_skipped(database):
     recorder = Recorder()
     batcher = Batcher(database, recorder, concurrency=1)
     first = asyncio.ensure_future(batcher.call(1))
-    await asyncio.sleep(0.05)  # running, holding the only thread
+    await running(recorder, [1])  # holding the only thread
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.05):
             await batcher.call(2)
@@ -85,7 +93,7 @@ async def test_a_wrong_number_of_results_fails_every_call_of_its_batch(database)
     """No caller may get another's result, nor wait for one that never comes."""
     batcher = Batcher(database, lambda arguments: arguments[1:], concurrency=1)
     calls = [asyncio.ensure_future(batcher.call(n)) for n in range(3)]
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(units(2)):
         results = await asyncio.gather(*calls, return_exceptions=True)
     assert [type(result) for result in results] == [RuntimeError] * 3
     assert "results for a batch of" in str(results[0])

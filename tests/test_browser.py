@@ -9,14 +9,14 @@ page stops instead of retrying.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
 import pytest
 from browser import Browser
 from chromium import Chromium
-from processes import PASSWORD, MainSite, Sidecar
+from processes import PASSWORD, MainSite, SidecarProcess
+from waiting import units
 
 pytestmark = pytest.mark.e2e
 
@@ -28,34 +28,31 @@ HISTORY = 2
 
 
 @pytest.fixture(scope="module")
-def sidecar(tmp_path_factory):
+def unstarted_sidecar(tmp_path_factory):
     # Created first for its port: the site's page connects to it.
-    return Sidecar(tmp_path_factory.mktemp("sidecar"), WS_HISTORY_SIZE=str(HISTORY))
+    return SidecarProcess(
+        tmp_path_factory.mktemp("sidecar"), WS_HISTORY_SIZE=str(HISTORY)
+    )
 
 
 @pytest.fixture(scope="module")
-def site(sidecar, redis_url, tmp_path_factory):
-    database = tmp_path_factory.mktemp("browser") / "site.sqlite3"
-    main_site = MainSite(
-        f"sqlite:///{database}",
-        redis_url,
-        f"browser-{os.getpid()}",
-        WSSERVER_WEBSOCKET_URL=sidecar.url,
-    )
-    main_site.manage("migrate", "--noinput")
-    main_site.manage("seed_demo", "--password", PASSWORD)
-    main_site.start()
+def site_env(unstarted_sidecar):
+    return {"WSSERVER_WEBSOCKET_URL": unstarted_sidecar.url}
+
+
+@pytest.fixture(scope="module")
+def sidecar(unstarted_sidecar, live_site):
+    sidecar = unstarted_sidecar
     sidecar.env.update(
-        DATABASE_URL=main_site.env["DATABASE_URL"],
-        REDIS_URL=main_site.env["WSSERVER_REDIS_URL"],
-        WS_CHANNEL=main_site.env["WSSERVER_CHANNEL"],
+        DATABASE_URL=live_site.env["DATABASE_URL"],
+        REDIS_URL=live_site.env["WSSERVER_REDIS_URL"],
+        WS_CHANNEL=live_site.env["WSSERVER_CHANNEL"],
         # As in production: only the site's own pages may connect.
-        WS_ALLOWED_ORIGINS=main_site.url,
+        WS_ALLOWED_ORIGINS=live_site.url,
     )
     sidecar.start()
-    yield main_site
+    yield sidecar
     sidecar.stop()
-    main_site.stop()
 
 
 def page_for(site: MainSite, username: str) -> Chromium:
@@ -70,7 +67,7 @@ def page_for(site: MainSite, username: str) -> Chromium:
     return chromium
 
 
-def restart(sidecar: Sidecar, page: Chromium, while_down) -> None:
+def restart(sidecar: SidecarProcess, page: Chromium, while_down) -> None:
     """Stop the sidecar, do something meanwhile, start it on the same port."""
     sidecar.stop()
     page.wait_for(f"{STATUS} !== 'connected'")
@@ -80,9 +77,8 @@ def restart(sidecar: Sidecar, page: Chromium, while_down) -> None:
     page.wait_for(f"{STATUS} === 'connected'", 40)
 
 
-def test_the_page_shows_events_and_survives_sidecar_restarts(site, sidecar):
-    admin = Browser(site.url)
-    admin.login("admin", PASSWORD)
+def test_the_page_shows_events_and_survives_sidecar_restarts(live_site, sidecar, admin):
+    site = live_site
     alice = page_for(site, "alice")
     bob = page_for(site, "bob")
     try:
@@ -146,7 +142,9 @@ def test_the_page_shows_events_and_survives_sidecar_restarts(site, sidecar):
         log = bob.evaluate(LOG)
         revoked = log.index("disconnected (1008 access revoked)")
         assert log[revoked + 1 :] == ["connecting", "logged-out"]
-        time.sleep(1.5)  # longer than the first backoff: no retry follows
+        # Time passing is the test: longer than the first backoff, and no
+        # retry follows.
+        time.sleep(units(1.5))
         assert bob.evaluate(LOG) == log
     finally:
         alice.close()

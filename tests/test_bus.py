@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from redis.asyncio.client import PubSub
+from waiting import eventually
 
 from wsserver.bus import Subscriber
 
@@ -21,8 +22,10 @@ async def test_the_subscriber_stops_even_if_redis_py_swallows_the_cancellation(
     # injection: get_message() swallows the first cancellation it receives.
     read = PubSub.get_message
     swallowed = []
+    reading = []
 
     async def get_message_swallowing_a_cancellation(self, *args, **kwargs):
+        reading.append(True)
         try:
             return await read(self, *args, **kwargs)
         except asyncio.CancelledError:
@@ -30,12 +33,15 @@ async def test_the_subscriber_stops_even_if_redis_py_swallows_the_cancellation(
                 raise
             swallowed.append(True)
             return None
+        finally:
+            reading.pop()
 
     monkeypatch.setattr(PubSub, "get_message", get_message_swallowing_a_cancellation)
     subscriber = Subscriber(redis_url, "bus-test", lambda payload: None)
     task = asyncio.create_task(subscriber.run())
     await subscriber.wait_subscribed()
-    await asyncio.sleep(0.1)
+    # Cancel while it reads, so that the cancellation lands in get_message().
+    await eventually(lambda: reading, 5, "reading", interval=0.01, in_thread=False)
     task.cancel()
     # Well under the 5 s health check, which would end it by chance.
     done, _ = await asyncio.wait({task}, timeout=2)

@@ -16,17 +16,10 @@ import signal
 import subprocess
 
 import pytest
-import redis
-from clients import authenticate, closed_with, publish_like_the_publisher
+from clients import authenticate, closed_with
 from clients import receive_event as receive
-from processes import (
-    ROOT,
-    Sidecar,
-    eventually,
-    free_port,
-    http_status,
-    wait_for,
-)
+from processes import ROOT, SidecarProcess, free_port, http_status
+from waiting import eventually, units, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -82,7 +75,7 @@ def nginx(tmp_path):
     yield start
     for process in processes:
         process.terminate()
-        process.wait(10)
+        process.wait(units(10))
 
 
 async def close_or_none(websocket) -> tuple[int, str] | None:
@@ -92,9 +85,9 @@ async def close_or_none(websocket) -> tuple[int, str] | None:
         return None
 
 
-async def test_the_documented_nginx_configuration(site, nginx, tmp_path):
+async def test_the_documented_nginx_configuration(site, nginx, tmp_path, publish):
     sidecars = [
-        Sidecar.for_site(site, tmp_path, WS_TRUSTED_PROXIES="127.0.0.1").start()
+        SidecarProcess.for_site(site, tmp_path, WS_TRUSTED_PROXIES="127.0.0.1").start()
         for _ in range(2)
     ]
     try:
@@ -114,10 +107,7 @@ async def test_the_documented_nginx_configuration(site, nginx, tmp_path):
         assert sum(counts) == 20 and min(counts) >= 5, counts
 
         # Events flow through the proxy to every client.
-        bus = redis.Redis.from_url(site.env["WSSERVER_REDIS_URL"])
-        publish_like_the_publisher(
-            bus, site.env["WSSERVER_CHANNEL"], {"content_type_id": 1, "n": 1}
-        )
+        publish({"content_type_id": 1, "n": 1})
         for websocket in clients:
             assert (await receive(websocket))["n"] == 1
 
@@ -136,9 +126,7 @@ async def test_the_documented_nginx_configuration(site, nginx, tmp_path):
         again = [await authenticate(url, token) for _ in range(3)]
         # Authenticated before the event is published.
         await sidecars[1].until_connections(counts[1] + 3)
-        publish_like_the_publisher(
-            bus, site.env["WSSERVER_CHANNEL"], {"content_type_id": 1, "n": 2}
-        )
+        publish({"content_type_id": 1, "n": 2})
         for websocket in again:
             assert (await receive(websocket))["n"] == 2
         for websocket in [*clients, *again]:

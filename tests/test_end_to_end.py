@@ -8,6 +8,7 @@ arrive in real websockets clients. Every test runs on PostgreSQL and SQLite.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import subprocess
 import sys
@@ -15,46 +16,41 @@ import sys
 import pytest
 from browser import Browser
 from clients import assert_no_event, authenticate, closed_with, receive_event
-from processes import PASSWORD, ROOT, MainSite, Sidecar
+from processes import PASSWORD, ROOT, MainSite, SidecarProcess
+from waiting import units
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
-def site(request, postgres, redis_url, tmp_path_factory):
-    if request.param == "postgresql":
-        database_url = postgres.create()
-    else:
-        database_url = f"sqlite:///{tmp_path_factory.mktemp('sqlite')}/site.sqlite3"
-    channel = f"e2e-{request.param}-{os.getpid()}-{id(request)}"
-    main_site = MainSite(database_url, redis_url, channel)
-    main_site.prepare()
-    main_site.start()
-    yield main_site
-    main_site.stop()
-
-
-sidecar_for = Sidecar.for_site
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("postgres_site", id="postgresql"),
+        pytest.param("sqlite_site", id="sqlite"),
+    ],
+)
+def site(request) -> MainSite:
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="module")
 def sidecar(site, tmp_path_factory):
-    process = sidecar_for(site, tmp_path_factory.mktemp("sidecar")).start()
-    yield process
+    process = SidecarProcess.for_site(site, tmp_path_factory.mktemp("sidecar"))
+    yield process.start()
     assert process.stop() == 0
 
 
 @pytest.fixture(scope="module")
-def browsers(site):
+def browsers(live_site):
     """Logged-in admin sessions, one per demo user who can log in."""
     sessions = {}
     for username in ["admin", "alice", "bob", "dave"]:
-        sessions[username] = Browser(site.url)
+        sessions[username] = Browser(live_site.url)
         sessions[username].login(username, PASSWORD)
     return sessions
 
 
-async def connect_as(sidecar: Sidecar, browser: Browser):
+async def connect_as(sidecar: SidecarProcess, browser: Browser):
     """Fetch a fresh token from the site, as a page would, and connect."""
     return await sidecar.connect(browser.token())
 
@@ -155,20 +151,19 @@ get_user_model().objects.filter(username="{name}").delete()
 """
 
 
-async def test_expired_token_is_refused(site, tmp_path):
+async def test_expired_token_is_refused(site, start_sidecar):
     # Long enough for a fresh token to be checked on a busy machine.
-    process = sidecar_for(site, tmp_path, SESAME_MAX_AGE="3").start()
-    try:
-        token = site.token("admin")
-        await asyncio.sleep(4)
-        refused = await authenticate(process.url, token)
-        assert await closed_with(refused) == (1011, "authentication failed")
-        fresh = await authenticate(process.url, site.token("admin"))
-        await assert_no_event(fresh, 0.3)  # open, authenticated, nothing to say
-        assert fresh.close_code is None
-        await fresh.close()
-    finally:
-        process.stop()
+    max_age = math.ceil(units(3))
+    process = start_sidecar(SESAME_MAX_AGE=str(max_age))
+    token = site.token("admin")
+    # Time passing is the test: the token expires (a second after max_age).
+    await asyncio.sleep(max_age + units(1))
+    refused = await authenticate(process.url, token)
+    assert await closed_with(refused) == (1011, "authentication failed")
+    fresh = await authenticate(process.url, site.token("admin"))
+    await assert_no_event(fresh, 0.3)  # open, authenticated, nothing to say
+    assert fresh.close_code is None
+    await fresh.close()
 
 
 async def test_bulk_delete_publishes_one_event_per_object(sidecar, browsers):
@@ -187,18 +182,15 @@ async def test_bulk_delete_publishes_one_event_per_object(sidecar, browsers):
     await websocket.close()
 
 
-async def test_two_sidecars_share_one_redis(site, sidecar, browsers, tmp_path):
-    second = sidecar_for(site, tmp_path).start()
-    try:
-        on_first = await connect_as(sidecar, browsers["alice"])
-        on_second = await connect_as(second, browsers["alice"])
-        browsers["admin"].add("article", title="Everywhere", body="x")
-        assert (await receive_event(on_first))["object"] == "Everywhere"
-        assert (await receive_event(on_second))["object"] == "Everywhere"
-        await on_first.close()
-        await on_second.close()
-    finally:
-        assert second.stop() == 0
+async def test_two_sidecars_share_one_redis(sidecar, browsers, start_sidecar):
+    second = start_sidecar()
+    on_first = await connect_as(sidecar, browsers["alice"])
+    on_second = await connect_as(second, browsers["alice"])
+    browsers["admin"].add("article", title="Everywhere", body="x")
+    assert (await receive_event(on_first))["object"] == "Everywhere"
+    assert (await receive_event(on_second))["object"] == "Everywhere"
+    await on_first.close()
+    await on_second.close()
 
 
 def run_in_sidecar_project(site: MainSite, code: str) -> subprocess.CompletedProcess:
@@ -215,7 +207,7 @@ def run_in_sidecar_project(site: MainSite, code: str) -> subprocess.CompletedPro
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=units(60),
     )
 
 

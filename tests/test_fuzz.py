@@ -15,8 +15,9 @@ import random
 import pytest
 import redis
 from clients import authenticate, closed_with, receive_event
-from processes import Sidecar, eventually, http_status
+from processes import SidecarProcess, http_status
 from rawclient import RawClient
+from waiting import eventually
 from websockets.frames import Opcode
 
 pytestmark = pytest.mark.e2e
@@ -27,7 +28,7 @@ CASES = 300
 
 @pytest.fixture(scope="module")
 def sidecar(site, tmp_path_factory):
-    process = Sidecar.for_site(
+    process = SidecarProcess.for_site(
         site,
         tmp_path_factory.mktemp("sidecar"),
         SESAME_MAX_AGE="86400",
@@ -217,18 +218,15 @@ async def test_one_bad_message_of_each_kind_stops_nothing(site, sidecar, redis_u
     await watcher.close()
 
 
-async def test_a_first_message_with_a_huge_id_is_refused_cleanly(site, tmp_path):
+async def test_a_first_message_with_a_huge_id_is_refused_cleanly(site, start_sidecar):
     # Allowed by a generous WS_MAX_MESSAGE_SIZE: an id past int()'s digits.
-    sidecar = Sidecar.for_site(site, tmp_path, WS_MAX_MESSAGE_SIZE="65536").start()
-    try:
-        hello = json.dumps(
-            {"token": site.token("admin"), "last_event_id": "1-" + "9" * 5000}
-        )
-        websocket = await authenticate(sidecar.url, hello)
-        assert await closed_with(websocket) == (1011, "authentication failed")
-        assert "Traceback" not in sidecar.log()
-    finally:
-        assert sidecar.stop() == 0
+    sidecar = start_sidecar(WS_MAX_MESSAGE_SIZE="65536")
+    hello = json.dumps(
+        {"token": site.token("admin"), "last_event_id": "1-" + "9" * 5000}
+    )
+    websocket = await authenticate(sidecar.url, hello)
+    assert await closed_with(websocket) == (1011, "authentication failed")
+    assert "Traceback" not in sidecar.log()
 
 
 async def assert_still_serving(site, sidecar, token):

@@ -7,15 +7,13 @@ is tested. The sidecar logs at DEBUG level while tokens succeed and fail.
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 
 import psycopg
 import pytest
-from browser import Browser
 from clients import assert_no_event, closed_with, receive_event
-from processes import PASSWORD, ROOT, SECRET_KEY, MainSite, Sidecar
+from processes import ROOT, SECRET_KEY, SidecarProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -32,13 +30,8 @@ def readme_grants(role: str, database: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def site(postgres, redis_url):
-    database_url = postgres.create()
-    main_site = MainSite(database_url, redis_url, f"least-{os.getpid()}")
-    main_site.prepare()
-    main_site.start()
-    yield main_site
-    main_site.stop()
+def site(postgres_site):
+    return postgres_site
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +52,7 @@ def role(site, postgres):
 @pytest.fixture(scope="module")
 def sidecar(site, role, tmp_path_factory):
     host = site.env["DATABASE_URL"].split("@", 1)[1]
-    process = Sidecar.for_site(
+    process = SidecarProcess.for_site(
         site,
         tmp_path_factory.mktemp("least"),
         DATABASE_URL=f"postgresql://{role}:{DB_PASSWORD}@{host}",
@@ -67,13 +60,6 @@ def sidecar(site, role, tmp_path_factory):
     ).start()
     yield process
     assert process.stop() == 0
-
-
-@pytest.fixture(scope="module")
-def admin(site):
-    browser = Browser(site.url)
-    browser.login("admin", PASSWORD)
-    return browser
 
 
 async def test_the_role_can_read_nothing_else(site, role, sidecar):

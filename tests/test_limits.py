@@ -13,8 +13,9 @@ import struct
 
 import pytest
 from clients import assert_no_event, authenticate, closed_with
-from processes import Sidecar, eventually
+from processes import SidecarProcess
 from rawclient import RawClient, close_code
+from waiting import eventually, units
 from websockets.frames import Frame, Opcode
 
 from wsserver.limits import Admission, Slots, address_key, client_address
@@ -100,8 +101,7 @@ async def test_slots_per_key_and_in_all():
         asyncio.create_task(hold("bob", "bob 1")),
         asyncio.create_task(hold("carol", "carol 1")),  # waits: 2 in all
     ]
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await eventually(lambda: len(order) >= 2, 1, "two holders", in_thread=False)
     assert order == ["alice 1", "bob 1"]
     release.set()
     await asyncio.gather(*tasks)
@@ -113,11 +113,13 @@ async def test_a_cancelled_waiter_gives_its_turn_back():
     slots = Slots(total=1, per_key=1)
     async with slots.taken("alice"):
         waiter = asyncio.create_task(slots.taken("alice").__aenter__())
-        await asyncio.sleep(0)
+        await eventually(
+            lambda: slots._by_key["alice"][1] == 2, 1, "waiting", in_thread=False
+        )
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
-    async with asyncio.timeout(1), slots.taken("alice"):
+    async with asyncio.timeout(units(1)), slots.taken("alice"):
         pass
     assert slots._by_key == {}
 
@@ -252,7 +254,7 @@ async def test_a_handshake_that_dies_before_it_ends_gives_its_slot_back(
         client.abort()
 
 
-async def all_slots_free(sidecar: Sidecar) -> None:
+async def all_slots_free(sidecar: SidecarProcess) -> None:
     await eventually(
         lambda: sidecar._metric("wsserver_authenticating ") == 0, 5, "all freed"
     )

@@ -16,6 +16,7 @@ import time
 import pytest
 import redis
 from processes import EXAMPLE, free_port
+from waiting import units
 
 pytestmark = pytest.mark.e2e
 
@@ -66,14 +67,17 @@ class Listener:
         self.channel = channel
 
     def events(self, wait: float = 0.5) -> list[dict]:
-        """Every event received within ``wait`` seconds of the last one."""
+        """Every event received within ``wait`` time units of the last one.
+
+        Time passing is the test: a quiet ``wait`` shows that no more come.
+        """
         events = []
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + units(wait)
         while time.monotonic() < deadline:
             message = self.pubsub.get_message(timeout=0.05)
             if message is not None:
                 events.append(json.loads(message["data"]))
-                deadline = time.monotonic() + wait
+                deadline = time.monotonic() + units(wait)
         return events
 
 

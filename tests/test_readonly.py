@@ -19,7 +19,8 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-from processes import ROOT, SECRET_KEY, MainSite, Sidecar
+from processes import ROOT, SECRET_KEY, MainSite, SidecarProcess
+from waiting import units
 
 from authproject.readonly.refusal import MESSAGE
 from wsserver.config import ConfigError, load_config
@@ -62,7 +63,7 @@ def sidecar_project(code: str, **env: str) -> subprocess.CompletedProcess:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=units(60),
     )
 
 
@@ -214,7 +215,7 @@ def test_the_sidecar_refuses_to_start_on_a_database_it_cannot_keep_read_only(
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=units(60),
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "wsserver: invalid configuration:" in result.stderr
@@ -243,7 +244,7 @@ async def test_a_sidecar_on_an_sqlite_path_with_uri_characters(
         if line.startswith("DATABASE_URL=")
     ]
     assert database_url == site.env["DATABASE_URL"]
-    sidecar = Sidecar.for_site(site, tmp_path, DATABASE_URL=database_url).start()
+    sidecar = SidecarProcess.for_site(site, tmp_path, DATABASE_URL=database_url).start()
     try:
         websocket = await sidecar.connect(token)
         await sidecar.until_connections(1)
@@ -301,7 +302,7 @@ def test_a_token_verifies_on_mysql(mysql, redis_url, channel):
         input=site.token("alice") + "\n",
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=units(60),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "token: valid for user" in result.stdout
@@ -329,9 +330,10 @@ READ_ONLY_COMMANDS = {
 
 
 @pytest.fixture(scope="module")
-def sqlite_site(tmp_path_factory, redis_url):
-    path = tmp_path_factory.mktemp("commands") / "site.sqlite3"
-    return MainSite(sqlite_url(path), redis_url, "commands").prepare(), path
+def site_file(site) -> Path:
+    """The SQLite file of the module's site (alone in its directory)."""
+    url = site.env["DATABASE_URL"]
+    return Path(urllib.parse.unquote(url.removeprefix("sqlite:///")))
 
 
 def django_admin(site: MainSite, *args: str) -> subprocess.CompletedProcess:
@@ -350,7 +352,7 @@ def django_admin(site: MainSite, *args: str) -> subprocess.CompletedProcess:
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=units(60),
     )
 
 
@@ -371,8 +373,8 @@ def digest(path: Path) -> str:
 
 
 @pytest.mark.e2e
-def test_every_command_that_could_write_is_refused(sqlite_site):
-    site, path = sqlite_site
+def test_every_command_that_could_write_is_refused(site, site_file):
+    path = site_file
     before = digest(path)
     commands = all_commands(site)
     assert set(READ_ONLY_COMMANDS) <= set(commands)
@@ -397,8 +399,8 @@ def test_every_command_that_could_write_is_refused(sqlite_site):
 
 
 @pytest.mark.e2e
-def test_the_read_only_commands_work_and_write_nothing(sqlite_site):
-    site, path = sqlite_site
+def test_the_read_only_commands_work_and_write_nothing(site, site_file):
+    path = site_file
     before = digest(path)
     for command, args in READ_ONLY_COMMANDS.items():
         result = django_admin(site, command, *args)
@@ -441,8 +443,7 @@ print(json.dumps([
 
 
 @pytest.mark.e2e
-def test_wsserver_env_names_the_database_by_vendor(sqlite_site):
-    site, _ = sqlite_site
+def test_wsserver_env_names_the_database_by_vendor(site):
     postgis, spatialite, mysql, oracle = json.loads(
         site.manage("shell", "--verbosity=0", "-c", _DATABASE_URLS)
     )

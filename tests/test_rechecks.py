@@ -8,7 +8,6 @@ publisher sees them (the admin's forms, the ORM's save()) or where it cannot
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sqlite3
@@ -17,7 +16,8 @@ import pytest
 import redis
 from clients import assert_no_event, closed_with, receive_event
 from faults import ThrowawayRedis
-from processes import PASSWORD, MainSite, http_status, wait_for
+from processes import PASSWORD, MainSite, http_status
+from waiting import eventually, wait_for
 from websockets.exceptions import ConnectionClosed
 
 from wsserver.wire import control_channel
@@ -123,11 +123,7 @@ async def test_changes_that_send_no_message_are_caught_by_the_periodic_recheck(
             return False
         return True
 
-    for _ in range(40):
-        if await bob_receives():
-            break
-    else:
-        raise AssertionError("bob's new permission never applied")
+    await eventually(bob_receives, 12, "bob's new permission applied", interval=0)
     await bob.close()
 
 
@@ -156,14 +152,16 @@ async def test_access_is_rechecked_after_the_bus_comes_back(site, start_sidecar)
         publisher = redis.Redis.from_url(bus.url)
         article = content_type_id(site, "article")
         received = []
-        async with asyncio.timeout(20):
-            while alice.close_code is None:
-                publisher.publish(
-                    site.env["WSSERVER_CHANNEL"],
-                    json.dumps({"content_type_id": article}),
-                )
-                with contextlib.suppress(TimeoutError, ConnectionClosed):
-                    received.append(await receive_event(alice, 0.05))
+
+        async def closed() -> bool:
+            publisher.publish(
+                site.env["WSSERVER_CHANNEL"], json.dumps({"content_type_id": article})
+            )
+            with contextlib.suppress(TimeoutError, ConnectionClosed):
+                received.append(await receive_event(alice, 0.05))
+            return alice.close_code is not None
+
+        await eventually(closed, 20, "alice closed", interval=0)
         assert (alice.close_code, alice.close_reason) == (1008, "access revoked")
         assert received == []
     finally:

@@ -23,22 +23,15 @@ from pathlib import Path
 
 import pytest
 import redis
-from browser import Browser
 from clients import (
     assert_no_event,
     closed_with,
     publish_like_the_publisher,
     receive_event,
 )
-from processes import (
-    PASSWORD,
-    ROOT,
-    MainSite,
-    Sidecar,
-    free_port,
-    wait_for,
-)
+from processes import ROOT, MainSite, SidecarProcess, free_port
 from redis_users import server_of
+from waiting import wait_for
 
 from wsserver.wire import (
     PUBLISH_WITH_HISTORY,
@@ -189,16 +182,13 @@ def site(users, recorder, redis_url, tmp_path_factory):
         f"sqlite:///{database}", recorder.url(users["publisher"]), CHANNEL
     )
     assert main_site.env["WSSERVER_REDIS_URL"] == recorder.url(users["publisher"])
-    main_site.prepare()
-    main_site.start()
-    yield main_site
-    main_site.stop()
+    yield main_site.prepare()  # serving HTTP as live_site
     redis.Redis.from_url(redis_url).delete(history_key(CHANNEL))
 
 
 @pytest.fixture(scope="module")
 def sidecar(site, users, recorder, tmp_path_factory):
-    process = Sidecar.for_site(
+    process = SidecarProcess.for_site(
         site,
         tmp_path_factory.mktemp("sidecar"),
         REDIS_URL=recorder.url(users["sidecar"]),
@@ -207,13 +197,6 @@ def sidecar(site, users, recorder, tmp_path_factory):
     yield process
     assert process.stop() == 0
     assert "NOPERM" not in process.log()
-
-
-@pytest.fixture(scope="module")
-def admin(site):
-    browser = Browser(site.url)
-    browser.login("admin", PASSWORD)
-    return browser
 
 
 def refused(admin_redis, users) -> list[dict]:
@@ -234,7 +217,7 @@ def pk_of(site: MainSite, model: str, **lookup: str) -> str:
     return site.manage("shell", "--verbosity", "0", "-c", code).strip()
 
 
-async def resume(sidecar: Sidecar, token: str, last_event_id: str):
+async def resume(sidecar: SidecarProcess, token: str, last_event_id: str):
     hello = json.dumps({"token": token, "last_event_id": last_event_id})
     return await sidecar.connect(hello)
 
@@ -267,7 +250,7 @@ async def test_an_admin_change_reaches_a_client_then_a_resume_replays_the_histor
 async def test_more_missed_than_the_history_holds_is_a_gap(
     site, sidecar, admin, admin_redis, users, tmp_path
 ):
-    small = Sidecar.for_site(
+    small = SidecarProcess.for_site(
         site, tmp_path, REDIS_URL=sidecar.env["REDIS_URL"], WS_HISTORY_SIZE="2"
     ).start()
     try:
@@ -300,7 +283,7 @@ async def test_deactivating_a_user_closes_their_connection(
     assert refused(admin_redis, users) == []
 
 
-def check(sidecar: Sidecar) -> subprocess.CompletedProcess:
+def check(sidecar: SidecarProcess) -> subprocess.CompletedProcess:
     """``python -m wsserver check`` with the sidecar's environment."""
     return subprocess.run(
         [sys.executable, "-m", "wsserver", "check"],
@@ -603,7 +586,7 @@ async def test_tls_and_the_docs_users_on_a_fresh_redis(site, redis_acl_users, tm
             if not redis_acl_users.client_setinfo():  # Redis 7.0, 7.1
                 command.remove("+client|setinfo")
             admin.execute_command(*command)
-        sidecar = Sidecar(
+        sidecar = SidecarProcess(
             tmp_path,
             DATABASE_URL=site.env["DATABASE_URL"],
             REDIS_URL=tls.url(f"wsserver-sidecar:{password}"),

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 
 import pytest
 import redis
-from browser import Browser
 from clients import (
     assert_no_event,
     closed_with,
     publish_like_the_publisher,
     receive_event,
 )
-from processes import PASSWORD, MainSite, Sidecar, started_sidecars
+from processes import SidecarProcess, started_sidecars
+from waiting import units
 from websockets.asyncio.client import connect
 
 from wsserver.wire import history_key
@@ -28,14 +27,10 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def site(postgres, redis_url):
-    main_site = MainSite(postgres.create(), redis_url, f"resume-{os.getpid()}")
-    main_site.prepare()
-    main_site.start()
-    yield main_site
-    main_site.stop()
+def site(postgres_site, redis_url):
+    yield postgres_site
     redis.Redis.from_url(redis_url).delete(
-        history_key(main_site.env["WSSERVER_CHANNEL"])
+        history_key(postgres_site.env["WSSERVER_CHANNEL"])
     )
 
 
@@ -44,19 +39,7 @@ def sidecars(site, tmp_path_factory):
     yield from started_sidecars(site, tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def admin(site):
-    browser = Browser(site.url)
-    browser.login("admin", PASSWORD)
-    return browser
-
-
-@pytest.fixture
-def bus(site):
-    return redis.Redis.from_url(site.env["WSSERVER_REDIS_URL"])
-
-
-async def resume(sidecar: Sidecar, token: str, last_event_id: str | None):
+async def resume(sidecar: SidecarProcess, token: str, last_event_id: str | None):
     hello = {"token": token}
     if last_event_id is not None:
         hello["last_event_id"] = last_event_id
@@ -101,17 +84,22 @@ async def test_no_gap_and_no_duplicate_while_events_keep_arriving(site, sidecars
     for number in range(1, 301):
         publish_like_the_publisher(bus, channel, event(number))
 
+    publishing = asyncio.Event()
+
     async def keep_publishing():
         for number in range(301, 601):
             await asyncio.to_thread(
                 publish_like_the_publisher, bus, channel, event(number)
             )
+            publishing.set()
 
     publisher = asyncio.create_task(keep_publishing())
-    await asyncio.sleep(0.01)
+    # Resume while events keep arriving: once the first live one is out.
+    async with asyncio.timeout(units(10)):
+        await publishing.wait()
     websocket = await resume(sidecars[1], site.token("admin"), start_id)
     received = []
-    async with asyncio.timeout(20):
+    async with asyncio.timeout(units(20)):
         while len(received) < 600:
             received.append(json.loads(await websocket.recv()))
     await publisher

@@ -22,8 +22,9 @@ from clients import (
     publish_like_the_publisher,
     receive_event,
 )
-from processes import LONG_LIVED, MainSite, Sidecar, eventually
+from processes import LONG_LIVED, MainSite, SidecarProcess
 from rawclient import RawClient, close_code
+from waiting import eventually, units
 from websockets.frames import Opcode
 
 pytestmark = pytest.mark.e2e
@@ -34,15 +35,13 @@ def sidecar_env():
     return LONG_LIVED  # tokens are made once per module
 
 
-def bus(site: MainSite) -> redis.Redis:
-    return redis.Redis.from_url(site.env["WSSERVER_REDIS_URL"])
+def publish_straight(site: MainSite, event: dict) -> None:
+    """Publish straight to the channel (not to the history)."""
+    with redis.Redis.from_url(site.env["WSSERVER_REDIS_URL"]) as client:
+        client.publish(site.env["WSSERVER_CHANNEL"], json.dumps(event))
 
 
-def publish(site: MainSite, event: dict) -> None:
-    bus(site).publish(site.env["WSSERVER_CHANNEL"], json.dumps(event))
-
-
-async def stop_reading(sidecar: Sidecar, token: str, **options) -> RawClient:
+async def stop_reading(sidecar: SidecarProcess, token: str, **options) -> RawClient:
     """An authenticated client that never reads what it is sent."""
     client = await RawClient.connect(sidecar.port, receive_buffer=4096, **options)
     client.send_text(token)
@@ -78,7 +77,7 @@ async def test_keepalive_goes_on_past_a_client_that_stopped_reading(
     await sidecar.until_connections(3)
     body = "x" * 100_000
     for number in range(80):  # 8 MB for the stalled client: its output stalls
-        publish(site, {"content_type_id": 1, "number": number, "body": body})
+        publish_straight(site, {"content_type_id": 1, "number": number, "body": body})
 
     healthy_pings: list[float] = []
     mute_pings: list[float] = []
@@ -110,7 +109,7 @@ async def test_an_unauthenticated_client_that_floods_pings_and_never_reads_is_dr
     started = time.monotonic()
     # Pings, no token: the sidecar's pongs pile up, unread.
     with contextlib.suppress(ConnectionError, TimeoutError):
-        async with asyncio.timeout(3):
+        async with asyncio.timeout(units(3)):
             while True:
                 for _ in range(1000):
                     client.send_frame(Opcode.PING, b"p" * 125)
@@ -118,15 +117,15 @@ async def test_an_unauthenticated_client_that_floods_pings_and_never_reads_is_dr
     # Gone within the authentication timeout and the closing handshake's
     # bound, although it never reads the close frame.
     await eventually(lambda: sidecar.open_sockets() < before + 1, 10, "dropped")
-    assert time.monotonic() - started < 1 + 5 + 3
+    assert time.monotonic() - started < 1 + 5 + units(3)
     client.abort()
 
 
 async def test_a_resume_that_the_client_does_not_read_has_a_deadline(
-    site, start_sidecar, tokens
+    site, start_sidecar, tokens, bus
 ):
     sidecar = start_sidecar(WS_REPLAY_TIMEOUT="2", WS_PING_INTERVAL="none")
-    client = bus(site)
+    client = bus
     channel = site.env["WSSERVER_CHANNEL"]
     body = "r" * 5000
     first = publish_like_the_publisher(client, channel, {"content_type_id": 1})
@@ -146,18 +145,18 @@ async def test_a_resume_that_the_client_does_not_read_has_a_deadline(
     # Dropped (aborted: it reads no close frame either).
     await eventually(lambda: "closed for user 1 after" in sidecar.log(), 10, "dropped")
     # Others were served meanwhile, and still are.
-    publish(site, {"content_type_id": 1, "live": True})
+    publish_straight(site, {"content_type_id": 1, "live": True})
     while not (await receive_event(reader)).get("live"):
         pass
     stalled.abort()
     await reader.close()
 
 
-async def test_resumes_wait_for_their_turn_per_user(site, start_sidecar, tokens):
+async def test_resumes_wait_for_their_turn_per_user(site, start_sidecar, tokens, bus):
     sidecar = start_sidecar(
         WS_MAX_REPLAYS_PER_USER="1", WS_REPLAY_TIMEOUT="60", WS_PING_INTERVAL="none"
     )
-    client = bus(site)
+    client = bus
     channel = site.env["WSSERVER_CHANNEL"]
     article = int(
         site.manage(
@@ -184,7 +183,9 @@ async def test_resumes_wait_for_their_turn_per_user(site, start_sidecar, tokens)
 
     # An admin's resume that is never read holds the admin's only turn.
     stalled = await stop_reading(sidecar, hello("admin"))
-    await asyncio.sleep(0.5)
+    # Once its connection is registered, its resume has taken the turn (in
+    # the same step of the sidecar's event loop).
+    await sidecar.until_connections(1)
     waiting = await sidecar.connect(hello("admin"))
     await assert_no_event(waiting, 1)
     # Another user's resume is not held up.
@@ -192,7 +193,7 @@ async def test_resumes_wait_for_their_turn_per_user(site, start_sidecar, tokens)
     numbers = [(await receive_event(alice)).get("n") for _ in range(1000)]
     assert numbers == list(range(1000))
     await assert_no_event(waiting, 0.1)
-    publish(site, {"content_type_id": article, "live": True})
+    publish_straight(site, {"content_type_id": article, "live": True})
     # Once the stalled resume is gone, the waiting one goes ahead, in full.
     stalled.abort()
     numbers = [(await receive_event(waiting, 10)).get("n") for _ in range(1000)]
@@ -204,10 +205,10 @@ async def test_resumes_wait_for_their_turn_per_user(site, start_sidecar, tokens)
 
 
 async def test_a_resume_from_an_id_the_history_never_had_is_told_to_reload(
-    site, start_sidecar, tokens
+    start_sidecar, tokens, publish
 ):
     sidecar = start_sidecar()
-    publish_like_the_publisher(bus(site), site.env["WSSERVER_CHANNEL"], {"x": 0})
+    publish({"x": 0})
     future = f"{(int(time.time()) + 10**6) * 1000}-0"
     websocket = await sidecar.connect(
         json.dumps({"token": tokens["admin"], "last_event_id": future})
@@ -217,9 +218,7 @@ async def test_a_resume_from_an_id_the_history_never_had_is_told_to_reload(
         "last_event_id": future,
     }
     # Live events go on (they were all "before" that id).
-    event_id = publish_like_the_publisher(
-        bus(site), site.env["WSSERVER_CHANNEL"], {"content_type_id": 1, "after": 1}
-    )
+    event_id = publish({"content_type_id": 1, "after": 1})
     assert (await receive_event(websocket))["id"] == event_id
     await websocket.close()
 
@@ -243,7 +242,9 @@ async def test_deflate_keeps_the_buffer_bound(site, start_sidecar, tokens):
         for number in numbers:
             # Random, so that compression cannot shrink it.
             body = base64.b64encode(os.urandom(9000)).decode()
-            publish(site, {"content_type_id": 1, "number": number, "body": body})
+            publish_straight(
+                site, {"content_type_id": 1, "number": number, "body": body}
+            )
         received = [(await receive_event(reader))["number"] for _ in numbers]
         assert received == list(numbers)
     data = await slow.read_until_closed(timeout=15)

@@ -11,17 +11,14 @@ import sys
 import pytest
 import redis
 from clients import authenticate, receive_event
-from processes import MainSite, Sidecar, eventually
+from processes import SidecarProcess
+from waiting import eventually, units
 
 pytestmark = pytest.mark.e2e
 
 
-async def test_two_workers_share_the_port_and_both_deliver(redis_url, tmp_path):
-    site = MainSite(
-        f"sqlite:///{tmp_path}/site.sqlite3", redis_url, f"workers-{os.getpid()}"
-    )
-    site.prepare()
-    sidecar = Sidecar.for_site(
+async def test_two_workers_share_the_port_and_both_deliver(site, redis_url, tmp_path):
+    sidecar = SidecarProcess.for_site(
         site, tmp_path, WS_WORKERS="2", WS_MAX_CONNECTIONS_PER_USER="100"
     ).start()
     try:
@@ -70,7 +67,7 @@ def test_a_worker_that_dies_stops_the_others():
 
     started = time.monotonic()
     assert run_workers(2, target) == 3
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < units(10)
 
 
 def test_a_worker_that_does_not_stop_is_killed():
@@ -104,13 +101,12 @@ sys.exit(run_workers(2, target, stop_timeout=1))
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
     assert process.wait(10) == 128 + signal.SIGKILL
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < units(5)
     assert "did not stop within 1 s: killing it" in process.stderr.read()
 
 
 def test_a_stop_signal_while_workers_start_stops_them_all():
     """SIGTERM during start-up reaches every worker and orphans none."""
-    import os
     import subprocess
 
     script = """
