@@ -252,11 +252,6 @@ class SidecarProcess:
         return code
 
 
-# The old name, until test_collector.py and test_metrics.py use the new one
-# (wsserver.server.Sidecar is the server class; this is its test process).
-Sidecar = SidecarProcess
-
-
 @contextlib.contextmanager
 def running(process):
     process.start()

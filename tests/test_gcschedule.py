@@ -10,8 +10,9 @@ import weakref
 import pytest
 import redis
 from clients import authenticate, receive_event
-from processes import MainSite, Sidecar, wait_for
+from processes import MainSite, SidecarProcess
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import eventually, wait_for
 
 from wsserver.gcschedule import CollectionSchedule, GcScheduler
 
@@ -115,14 +116,22 @@ async def test_a_due_collection_runs_once_shortly_after(unfrozen):
     )
     for _ in range(20):
         collector.closed(open_connections=0)
-    await asyncio.sleep(0.2)
+    assert collector.counters.gc_full_collections == 0  # not at once
+    await eventually(
+        lambda: collector.counters.gc_full_collections,
+        1,
+        "a collection",
+        in_thread=False,
+    )
+    # One for all 20 closures; after its delay, no other came due.
+    await asyncio.sleep(2 * collector.delay)
     assert collector.counters.gc_full_collections == 1
 
 
 # A sidecar: connections' objects are frozen, and freed once closed
 
 
-def metrics(sidecar: Sidecar) -> dict[str, float]:
+def metrics(sidecar: SidecarProcess) -> dict[str, float]:
     with urllib.request.urlopen(sidecar.metrics_url, timeout=5) as response:
         text = response.read().decode()
     return {
@@ -139,7 +148,7 @@ async def test_closed_connections_are_collected_and_open_ones_frozen(
     site = MainSite(f"sqlite:///{tmp_path / 'site.sqlite3'}", redis_url, "collector")
     site.prepare()
     token = site.token("admin")
-    sidecar = Sidecar.for_site(
+    sidecar = SidecarProcess.for_site(
         site,
         tmp_path,
         SESAME_MAX_AGE="3600",

@@ -16,15 +16,9 @@ from clients import (
     receive_event,
 )
 from faults import ThrowawayRedis
-from processes import (
-    MainSite,
-    Sidecar,
-    eventually,
-    free_port,
-    http_status,
-    wait_for,
-)
+from processes import MainSite, SidecarProcess, free_port, http_status
 from prometheus_client.parser import text_string_to_metric_families
+from waiting import eventually, wait_for
 
 from wsserver.config import ConfigError, load_config
 from wsserver.metrics import Metrics
@@ -102,7 +96,7 @@ def scrape(url: str) -> dict[str, float]:
     return samples
 
 
-async def traffic(site: MainSite, sidecar: Sidecar) -> None:
+async def traffic(site: MainSite, sidecar: SidecarProcess):
     admin = await sidecar.connect(site.token("admin"))
     bob = await sidecar.connect(site.token("bob"))  # sees nothing
     refused = await sidecar.connect("not a token")
@@ -117,12 +111,20 @@ async def traffic(site: MainSite, sidecar: Sidecar) -> None:
     for _ in range(4):
         await receive_event(admin)
     await bob.close()
-    await asyncio.sleep(0.2)
+
+    def counted() -> bool:
+        metrics = scrape(sidecar.metrics_url)
+        return (
+            metrics["wsserver_connections"] == 1
+            and metrics["wsserver_bus_events_total{outcome=invalid}"] == 1
+        )
+
+    await eventually(counted, 5, "bob gone and the invalid message counted")
     return admin
 
 
 async def test_metrics_after_real_traffic(site, tmp_path):
-    sidecar = Sidecar.for_site(site, tmp_path).start()
+    sidecar = SidecarProcess.for_site(site, tmp_path).start()
     try:
         admin = await traffic(site, sidecar)
         metrics = scrape(sidecar.metrics_url)
@@ -143,7 +145,7 @@ async def test_metrics_after_real_traffic(site, tmp_path):
 
 async def test_metrics_on_a_port_of_their_own_and_json_logs(site, tmp_path):
     port = free_port()
-    sidecar = Sidecar.for_site(
+    sidecar = SidecarProcess.for_site(
         site, tmp_path, WS_METRICS_PORT=str(port), WS_LOG_FORMAT="json"
     ).start()
     try:
@@ -166,7 +168,7 @@ async def test_metrics_on_a_port_of_their_own_and_json_logs(site, tmp_path):
 def test_metrics_are_not_served_unless_asked_for_and_never_on_the_public_port(
     site, tmp_path
 ):
-    sidecar = Sidecar.for_site(site, tmp_path, WS_METRICS_PORT="0").start()
+    sidecar = SidecarProcess.for_site(site, tmp_path, WS_METRICS_PORT="0").start()
     try:
         # 426 Upgrade Required: a plain GET is not a WebSocket handshake.
         assert http_status(sidecar.http + "/metrics") == 426
@@ -177,7 +179,7 @@ def test_metrics_are_not_served_unless_asked_for_and_never_on_the_public_port(
 
 async def test_bus_reconnects_are_counted(site, tmp_path):
     bus = ThrowawayRedis().start()
-    sidecar = Sidecar.for_site(site, tmp_path, REDIS_URL=bus.url).start()
+    sidecar = SidecarProcess.for_site(site, tmp_path, REDIS_URL=bus.url).start()
     metrics_url = sidecar.metrics_url
     try:
         before = scrape(metrics_url)
@@ -209,7 +211,7 @@ def free_port_pair() -> int:
 
 async def test_each_worker_serves_its_own_metrics(site, tmp_path):
     port = free_port_pair()
-    sidecar = Sidecar.for_site(
+    sidecar = SidecarProcess.for_site(
         site, tmp_path, WS_WORKERS="2", WS_METRICS_PORT=str(port)
     ).start()
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+from waiting import eventually
+
 from wsserver.control import GroupChanged
 from wsserver.counters import Counters
 from wsserver.database import DatabaseUnavailable
@@ -39,9 +41,9 @@ class Database:
 
     async def next_read(self) -> asyncio.Future[None]:
         """The next read that started (it waits to be let through)."""
-        async with asyncio.timeout(2):
-            while len(self.gates) <= self.taken:
-                await asyncio.sleep(0.001)
+        await eventually(
+            lambda: len(self.gates) > self.taken, 2, "a read", in_thread=False
+        )
         self.taken += 1
         return self.gates[self.taken - 1]
 
