@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from wsserver.events import InvalidEvent, event_id_key, parse_event
+from wsserver.events import InvalidEvent, event_id_key, parse_event, with_id
 
 
 def test_valid_event_keeps_the_payload_byte_for_byte():
@@ -60,3 +60,28 @@ def test_the_largest_stream_id():
     largest = f"{2**64 - 1}-{2**64 - 1}"
     assert event_id_key(largest) == (2**64 - 1, 2**64 - 1)
     assert parse_event(json.dumps({"content_type_id": 1, "id": largest})).id
+
+
+@pytest.mark.parametrize(
+    ("value", "key"),
+    [
+        ("1700000000000-3", (1700000000000, 3)),
+        ("0-0", (0, 0)),
+        ("1-", None),
+        ("-1", None),
+        ("a-1", None),
+        ("1-1-1", None),
+        ("\u0661-\u0662", None),  # Unicode digits
+        (5, None),
+        (None, None),
+    ],
+)
+def test_event_id_key(value, key):
+    assert event_id_key(value) == key
+
+
+def test_ids_are_parsed_and_inserted_first():
+    payload = with_id(b'{"content_type_id": 3}', "12-0")
+    assert payload == b'{"id":"12-0","content_type_id": 3}'
+    assert parse_event(payload).id == "12-0"
+    assert parse_event(b'{"content_type_id": 3}').id is None
