@@ -10,10 +10,12 @@ import asyncio
 import time
 
 from rawclient import RawClient
+from waiting import eventually
 from websockets.asyncio.server import serve
 from websockets.frames import Opcode
 
 from wsserver.connection import SidecarConnection
+from wsserver.keepalive import ping_frame
 
 BIG = b"x" * 65536
 
@@ -99,14 +101,24 @@ async def test_pings_are_queued_without_waiting_even_when_output_is_stalled():
         healthy, healthy_connection = await server.accept()
         await fill(stalled_connection)
         started = time.monotonic()
-        assert stalled_connection.send_ping_now() is not None
-        pong = healthy_connection.send_ping_now()
+        now = asyncio.get_running_loop().time()
+        ping = ping_frame(b"1234")
+        assert stalled_connection.send_keepalive_ping(ping, b"1234", now)
+        assert healthy_connection.send_keepalive_ping(ping, b"1234", now)
         assert time.monotonic() - started < 0.05
+        assert healthy_connection.ping_sent_before(now)
         async for opcode, payload in healthy.frames():
             if opcode == Opcode.PING:
+                assert payload == b"1234"
                 healthy.pong(payload)
                 break
-        assert await asyncio.wait_for(pong, 2) >= 0  # the latency
+        await eventually(
+            lambda: not healthy_connection.ping_sent_before(now),
+            2,
+            "the pong",
+            in_thread=False,
+        )
+        assert stalled_connection.ping_sent_before(now)  # no pong read
         assert stalled_connection.stalled_for(asyncio.get_running_loop().time()) > 0
         stalled.abort()
         healthy.abort()
@@ -136,7 +148,7 @@ async def test_nothing_is_sent_once_closing():
         connection.close_soon(1000, "", timeout=0.2)
         assert not connection.is_open
         assert not connection.send_text_now(b"late")
-        assert connection.send_ping_now() is None
+        assert not connection.send_keepalive_ping(ping_frame(b"1"), b"1", 0.0)
         client.abort()
 
 

@@ -21,27 +21,37 @@ class Connection:
         self.stalled = stalled
         self.expires_at = expires_at
         self.pings = []
+        self.ping_sent_at = None
         self.transport = self
         self.registered = True
 
     def get_write_buffer_size(self):
         return 0
 
+    def stalled_for(self, now):
+        return self.stalled
+
+    def send_keepalive_ping(self, frame, data, now):
+        self.pings.append((frame, data))
+        if self.ping_sent_at is None:
+            self.ping_sent_at = now
+        return True
+
+    def pong(self):
+        self.ping_sent_at = None
+
+    def ping_sent_before(self, when):
+        return self.ping_sent_at is not None and self.ping_sent_at <= when
+
     def close_soon(self, code, reason):
         assert not self.registered, "closed before it was unregistered"
         self.events.append((WHAT[code, reason], self.name))
+        self.is_open = False
 
     def abort(self):
         assert not self.registered, "aborted before it was unregistered"
         self.events.append(("stalled", self.name))
-
-    def stalled_for(self, now):
-        return self.stalled
-
-    def send_ping_now(self):
-        pong = asyncio.get_running_loop().create_future()
-        self.pings.append(pong)
-        return pong
+        self.is_open = False
 
     def __repr__(self):
         return self.name
@@ -62,6 +72,20 @@ def keepalive(connections, events, **options):
     )
 
 
+class Clock:
+    """A clock that sleeping advances: the rounds' schedule, without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, delay: float) -> None:
+        self.now += delay
+        await asyncio.sleep(0)
+
+
 async def test_each_connection_is_pinged_aborted_or_expired_never_waited_on():
     now = asyncio.get_running_loop().time()
     healthy = Connection("healthy")
@@ -74,19 +98,66 @@ async def test_each_connection_is_pinged_aborted_or_expired_never_waited_on():
         [healthy, stalled, almost, old, closing], events
     ).ping_round()
     assert events == [("stalled", "stalled"), ("expired", "old")]
-    assert [connection for connection, _ in waiting] == [healthy, almost]
+    assert waiting == [healthy, almost]
     assert not closing.pings
+    # One frame for every connection.
+    assert healthy.pings[0][0] is almost.pings[0][0]
 
 
 async def test_those_that_do_not_answer_in_time_are_closed():
     answers, mute, gone = Connection("answers"), Connection("mute"), Connection("gone")
     events = []
-    alive = keepalive([answers, mute, gone], events)
+    alive = keepalive([answers, mute, gone], events, timeout=5)
+    now = asyncio.get_running_loop().time()
     waiting = await alive.ping_round()
-    answers.pings[0].set_result(0.001)
+    answers.pong()
     gone.is_open = False  # closed meanwhile: nothing more to do
-    alive.check_pongs(waiting)
+    alive.check_pongs(waiting, now + 1)
+    assert events == []  # not yet
+    alive.check_pongs(waiting, now + 5)
     assert events == [("no pong", "mute")]
+
+
+async def test_rounds_come_every_interval_and_late_pongs_are_closed_in_time():
+    answers, mute = Connection("answers"), Connection("mute")
+    events = []
+    alive = keepalive([answers, mute], events, interval=20, timeout=5)
+    clock = Clock()
+    alive.time, alive.sleep = clock.time, clock.sleep
+    pinged_at, closed_at = [], []
+
+    def note_pings(frame, data, now):
+        pinged_at.append(now)
+        answers.pong()  # answered at once
+        return True
+
+    answers.send_keepalive_ping = note_pings
+
+    def unregister(connection):
+        connection.registered = False
+        closed_at.append(clock.now)
+
+    alive.unregister = unregister
+    task = asyncio.create_task(alive.run())
+    while clock.now < 65:
+        await asyncio.sleep(0)
+    task.cancel()
+    # On a fixed cadence of WS_PING_INTERVAL: not interval + timeout.
+    assert pinged_at == [20, 40, 60]
+    # Pinged once, closed WS_PING_TIMEOUT after, never pinged again.
+    assert len(mute.pings) == 1
+    assert events == [("no pong", "mute")]
+    assert closed_at == [25]
+
+
+async def test_a_connection_with_a_ping_unanswered_is_not_pinged_again():
+    late = Connection("late")
+    alive = keepalive([late], [])
+    assert await alive.ping_round() == [late]
+    assert await alive.ping_round() == []
+    late.pong()
+    assert await alive.ping_round() == [late]
+    assert len(late.pings) == 2
 
 
 async def test_without_pings_rounds_still_catch_stalled_and_expired_connections():

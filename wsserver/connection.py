@@ -12,17 +12,17 @@ owns a connection (its resume) ever waits for it to drain, with a deadline.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
-from websockets.frames import DATA_OPCODES, Frame
+from websockets.frames import DATA_OPCODES, Frame, Opcode
 from websockets.protocol import Event, State
 
 __all__ = ["CLOSE_TIMEOUT", "SidecarConnection", "connection_class"]
 
 OPEN, CLOSING, CLOSED = State.OPEN, State.CLOSING, State.CLOSED
+PONG = Opcode.PONG
 
 # How long a closing handshake may take before the connection is aborted: a
 # client that stopped reading never reads the close frame.
@@ -42,7 +42,14 @@ class SidecarConnection(ServerConnection):
     # one more attribute gives it a 1.5 KiB dict. So ours are slots, and
     # websockets' connection_made() attributes are set in __init__ (a burst
     # of accepted sockets creates instances before connection_made runs).
-    __slots__ = ("_abort_timer", "expires_at", "first_message_received", "paused_at")
+    __slots__ = (
+        "_abort_timer",
+        "expires_at",
+        "first_message_received",
+        "paused_at",
+        "ping_data",
+        "ping_sent_at",
+    )
 
     # Bytes of pending output past which the connection is aborted, whatever
     # wrote them (events, or websockets' own pongs to a ping flood).
@@ -60,15 +67,25 @@ class SidecarConnection(ServerConnection):
         # (WS_MAX_CONNECTION_AGE), on the event loop's clock; None: never.
         self.expires_at: float | None = None
         self._abort_timer: asyncio.TimerHandle | None = None
+        # The keepalive's last ping, and when the oldest one still unanswered
+        # was sent (None: every ping answered). Shared by every connection
+        # pinged in a round: nothing is allocated per connection.
+        self.ping_data: bytes | None = None
+        self.ping_sent_at: float | None = None
 
     # What websockets does on its own
 
     def process_event(self, event: Event) -> None:
-        if isinstance(event, Frame) and event.opcode in DATA_OPCODES:
-            if self.first_message_received:
-                return
-            if event.fin:
-                self.first_message_received = True
+        if isinstance(event, Frame):
+            if event.opcode in DATA_OPCODES:
+                if self.first_message_received:
+                    return
+                if event.fin:
+                    self.first_message_received = True
+            elif event.opcode is PONG and event.data == self.ping_data:
+                # The answer to the keepalive's last ping (and to any earlier
+                # one: pongs come in order).
+                self.ping_sent_at = None
         super().process_event(event)
 
     def data_received(self, data: bytes) -> None:
@@ -106,19 +123,27 @@ class SidecarConnection(ServerConnection):
         """Seconds the output has not drained below the high-water mark."""
         return 0.0 if self.paused_at is None else now - self.paused_at
 
-    def send_ping_now(self) -> asyncio.Future[float] | None:
-        """Queue a ping; return the future of its pong, or None if not open."""
+    def send_keepalive_ping(self, frame: bytes, data: bytes, now: float) -> bool:
+        """Write a keepalive ping: ``frame``, built once for every connection
+        by :func:`wsserver.keepalive.ping_frame` from ``data``, sent at
+        ``now``. False if not open.
+
+        Written straight to the transport, bypassing websockets' bookkeeping
+        of pings (a future each): the protocol has nothing buffered (every
+        send here writes at once), and a control frame needs no compression.
+        """
         if self.protocol.state is not OPEN:
-            return None
-        data = os.urandom(4)
-        while data in self.pending_pings:
-            data = os.urandom(4)
-        pong: asyncio.Future[float] = self.loop.create_future()
-        # As websockets' ping() does, so that its pong handling applies.
-        self.pending_pings[data] = (pong, self.loop.time())
-        self.protocol.send_ping(data)
-        self.send_data()
-        return pong
+            return False
+        self.ping_data = data
+        if self.ping_sent_at is None:
+            self.ping_sent_at = now
+        self.transport.write(frame)
+        return True
+
+    def ping_sent_before(self, when: float) -> bool:
+        """Whether a keepalive ping sent at ``when`` or before is unanswered."""
+        sent = self.ping_sent_at
+        return sent is not None and sent <= when
 
     def send_text_now(self, payload: bytes) -> bool:
         """Queue a text message, compressed if negotiated; False if not open."""

@@ -1,35 +1,57 @@
 """Keepalive: one loop for every connection, that never waits on any of them.
 
-Each round, every open connection is either
+Every ``WS_PING_INTERVAL`` seconds, on a fixed cadence, a round deals with
+each open connection:
 
 - aborted, when its output has not drained for ``WS_PING_TIMEOUT`` (the
   client stopped reading: a ping or a close frame would never reach it);
 - closed, when it is past its maximum age (``WS_MAX_CONNECTION_AGE``), so that
   its client authenticates again;
-- or sent a ping, queued without waiting. Those that have not answered
-  ``WS_PING_TIMEOUT`` later are closed (and aborted if the close hangs).
+- or sent a ping, written without waiting, unless its last ping is still
+  unanswered. ``WS_PING_TIMEOUT`` after the round, those whose ping is still
+  unanswered are closed (and aborted if the close hangs). As with websockets'
+  keepalive, a connection has one ping awaiting its pong at a time: one whose
+  pong comes late gets its next ping with the round after it.
 
 As websockets' own keepalive, which would run one task per connection, but
 with one loop: it saves memory per connection, and one client that stopped
 reading cannot hold the pings of the others.
+
+What rounds cost is most of what 10,000 idle connections cost, so a ping
+costs the least it can: one frame built per round, the same bytes written to
+each connection's transport, and nothing allocated per ping (websockets'
+``ping()`` makes a future each and keeps it in a dict). A connection
+remembers when its oldest unanswered ping was sent; a pong carrying its last
+ping's data forgets it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+
+from websockets.frames import Frame, Opcode
 
 from .closes import CONNECTION_EXPIRED, KEEPALIVE_TIMEOUT
 from .connection import SidecarConnection
 from .counters import Counters
 
-__all__ = ["Keepalive"]
+__all__ = ["Keepalive", "ping_frame"]
 
 logger = logging.getLogger("wsserver.server")
 
 # Keepalive pings sent before the event loop gets to run something else.
 PINGS_PER_STEP = 100
+# asyncio may run a timer up to its clock's resolution early.
+EARLY = 0.001
+
+
+def ping_frame(data: bytes) -> bytes:
+    """A complete, unmasked ping frame carrying ``data``."""
+    return Frame(Opcode.PING, data).serialize(mask=False)
 
 
 class Keepalive:
@@ -50,32 +72,50 @@ class Keepalive:
         # Stops routing events to a connection before it is closed.
         self.unregister = unregister
         self.counters = Counters() if counters is None else counters
+        self._rounds = itertools.count(1)
+        # The clock and the sleep of the rounds' schedule (tests replace them).
+        self.time: Callable[[], float] | None = None
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     async def run(self) -> None:
         """Run rounds until cancelled. Without pings, rounds still catch
         stalled and expired connections."""
+        time = self.time or asyncio.get_running_loop().time
         period = self.interval or self.timeout or 20.0
+        next_round = time() + period
+        # Pong checks to come: (when, the connections pinged by a round).
+        checks: deque[tuple[float, list[SidecarConnection]]] = deque()
         while True:
-            await asyncio.sleep(period)
-            waiting = await self.ping_round()
-            if waiting and self.timeout:
-                await asyncio.sleep(self.timeout)
-                self.check_pongs(waiting)
+            if checks and checks[0][0] < next_round:
+                when, pinged = checks.popleft()
+                await self.sleep(max(0.0, when - time()))
+                self.check_pongs(pinged, time())
+                continue
+            await self.sleep(max(0.0, next_round - time()))
+            # A fixed cadence: the rounds' own durations do not add up.
+            next_round += period
+            pinged = await self.ping_round(time)
+            if pinged and self.timeout:
+                checks.append((time() + self.timeout, pinged))
 
     async def ping_round(
-        self,
-    ) -> list[tuple[SidecarConnection, asyncio.Future[float]]]:
-        """Deal with each open connection; return the pings sent."""
-        loop = asyncio.get_running_loop()
-        waiting = []
+        self, time: Callable[[], float] | None = None
+    ) -> list[SidecarConnection]:
+        """Deal with each open connection; return those pinged."""
+        time = time or asyncio.get_running_loop().time
+        timeout, interval = self.timeout, self.interval
+        data = next(self._rounds).to_bytes(4, "big")
+        frame = ping_frame(data)
+        pinged = []
+        now = time()
         for number, connection in enumerate(list(self.connections())):
             if number % PINGS_PER_STEP == 0:
-                # Let events through: 10,000 pings take ~100 ms of writes.
+                # Let events through: 10,000 pings take tens of ms of writes.
                 await asyncio.sleep(0)
+                now = time()
             if not connection.is_open:
                 continue
-            now = loop.time()
-            if self.timeout and connection.stalled_for(now) >= self.timeout:
+            if timeout and connection.stalled_for(now) >= timeout:
                 self.abort_stalled(connection)
             elif connection.expires_at is not None and now >= connection.expires_at:
                 logger.info(
@@ -83,18 +123,18 @@ class Keepalive:
                 )
                 self.unregister(connection)
                 connection.close_soon(*CONNECTION_EXPIRED)
-            elif self.interval:
-                pong = connection.send_ping_now()
-                if pong is not None:
-                    waiting.append((connection, pong))
-        return waiting
+            elif not interval or (timeout and connection.ping_sent_at is not None):
+                continue
+            elif connection.send_keepalive_ping(frame, data, now):
+                pinged.append(connection)
+        return pinged
 
-    def check_pongs(
-        self, waiting: list[tuple[SidecarConnection, asyncio.Future[float]]]
-    ) -> None:
-        """Close the connections whose pong has not come."""
-        for connection, pong in waiting:
-            if not pong.done() and connection.is_open:
+    def check_pongs(self, pinged: list[SidecarConnection], now: float) -> None:
+        """Close those of ``pinged`` whose ping is unanswered after the timeout."""
+        assert self.timeout
+        late = now - self.timeout + EARLY
+        for connection in pinged:
+            if connection.is_open and connection.ping_sent_before(late):
                 logger.info("Connection %s: no pong in time", connection.id)
                 self.unregister(connection)
                 connection.close_soon(*KEEPALIVE_TIMEOUT)
