@@ -1,12 +1,13 @@
-"""``python -m bench``: wsserver against the guide's approach and the floor.
+"""``python -m bench``: wsserver against the guide's approach, the floor and Nchan.
 
 Creates users in a throwaway PostgreSQL database (the example site's schema),
 then for each server (the baseline of bench/baseline.py, wsserver, the floor
-of bench/floor.py) runs the same load from separate client processes:
-connect every client, let them idle, publish events at a steady rate, publish
-a burst, then drop every client and reconnect them all at once. Prints one
-table and writes it to bench/results/latest.md. Loopback only; every phase is
-bounded in time.
+of bench/floor.py, and Nchan, a pub/sub server in C for nginx) runs the same
+load from separate client processes: connect every client, let them idle
+(measuring what idle connections cost), publish events at a light rate, then
+at a steady rate, publish a burst, then drop every client and reconnect them
+all at once. Prints one table and writes it to bench/results/latest.md.
+Loopback only; every phase is bounded in time.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import http.client
 import json
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -130,6 +133,106 @@ class Database:
             connection.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
+NGINX = "/usr/sbin/nginx"
+NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
+NCHAN_PACKAGES = ["nginx", "libnginx-mod-nchan"]
+
+# Nchan as the issue measured it (Debian's module, defaults), with a keepalive
+# ping every 20 s like wsserver's and the floor's (Nchan's default is none).
+# One worker process, as each other server is one process on one CPU.
+NCHAN_CONF = """\
+load_module {module};
+{user}
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log warn;
+events {{ worker_connections 65536; }}
+http {{
+    access_log off;
+    client_body_temp_path {directory}/body;
+    proxy_temp_path {directory}/proxy;
+    fastcgi_temp_path {directory}/fastcgi;
+    uwsgi_temp_path {directory}/uwsgi;
+    scgi_temp_path {directory}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location ~ ^/sub/(\\w+)$ {{
+            nchan_subscriber websocket;
+            nchan_channel_id $1;
+            nchan_websocket_ping_interval 20;
+        }}
+        location ~ ^/pub/(\\w+)$ {{
+            nchan_publisher http;
+            nchan_channel_id $1;
+        }}
+        location = /count {{ nchan_stub_status; }}
+    }}
+}}
+"""
+
+
+def nchan_available() -> str | None:
+    """None if Nchan can run here, installing it if missing; else why not."""
+    if os.path.exists(NGINX) and os.path.exists(NCHAN_MODULE):
+        return None
+    missing = " and ".join(NCHAN_PACKAGES)
+    if os.geteuid() == 0:
+        command = []
+    elif shutil.which("sudo"):
+        command = ["sudo", "-n"]
+    else:
+        return f"{missing} are not installed, and installing them needs root"
+    log(f"== nchan: installing Debian's {missing}")
+    had_nginx = os.path.exists(NGINX)
+    apt = [*command, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]
+    try:
+        subprocess.run([*apt, "update", "-qq"], check=True, timeout=300)
+        subprocess.run(
+            [*apt, "install", "-y", "-qq", *NCHAN_PACKAGES],
+            check=True,
+            timeout=600,
+            stdout=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"installing {missing} failed ({error})"
+    if not had_nginx:
+        # The package may have started its default site: stop it, as
+        # scripts/services.sh does.
+        subprocess.run(
+            [*command, "sh", "-c", "[ -s /run/nginx.pid ] && nginx -s quit"],
+            check=False,
+            capture_output=True,
+        )
+    if not (os.path.exists(NGINX) and os.path.exists(NCHAN_MODULE)):
+        return f"{NGINX} or {NCHAN_MODULE} missing after installing {missing}"
+    return None
+
+
+# -P: the wsserver the server imports is the one on PYTHONPATH if it is set
+# (a patched copy: PYTHONPATH=/tmp/patched python -m bench), this checkout's
+# otherwise; without it, the current directory would come first.
+WSSERVER = [sys.executable, "-P"]
+
+
+def wsserver_env(env: dict) -> dict:
+    """``env`` with this checkout after whatever PYTHONPATH holds already."""
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**env, "PYTHONPATH": os.pathsep.join([*paths, str(ROOT)])}
+
+
+def wsserver_source(env: dict) -> str:
+    """The file of the wsserver package that the server imports with ``env``."""
+    return subprocess.run(
+        [*WSSERVER, "-c", "import wsserver; print(wsserver.__file__)"],
+        env=wsserver_env(env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
 class Server:
     """One server under test, in its own process."""
 
@@ -147,11 +250,13 @@ class Server:
         self.channel = channel
         # Each worker serves its metrics on its own port (never on WS_PORT).
         self.metrics_ports = free_ports(workers) if kind == "wsserver" else []
+        self.directory = None
+        self.source = None
         python = sys.executable
         if kind == "wsserver":
-            command = [python, "-m", "wsserver"]
+            command = [*WSSERVER, "-m", "wsserver"]
             env = {
-                **env,
+                **wsserver_env(env),
                 "WS_HOST": "127.0.0.1",
                 "WS_PORT": str(self.port),
                 "WS_CHANNEL": channel,
@@ -170,13 +275,62 @@ class Server:
         elif kind == "baseline":
             command = [python, "bench/baseline.py", str(self.port), channel]
             env = {**env, "DJANGO_SETTINGS_MODULE": "settings_auth"}
+        elif kind == "nchan":
+            self.directory = tempfile.mkdtemp(prefix="bench-nchan-")
+            conf = os.path.join(self.directory, "nginx.conf")
+            Path(conf).write_text(
+                NCHAN_CONF.format(
+                    module=NCHAN_MODULE,
+                    directory=self.directory,
+                    port=self.port,
+                    user="user root;" if os.geteuid() == 0 else "",
+                )
+            )
+            error_log = os.path.join(self.directory, "error.log")
+            command = [NGINX, "-p", self.directory, "-c", conf, "-e", error_log]
+            command += ["-g", "daemon off;"]
+            self.http = None
         else:
             command = [python, "bench/floor.py", str(self.port), REDIS_URL, channel]
             command.append(plan_path)
+        if kind == "wsserver":
+            self.source = wsserver_source(env)
+            log(f"   wsserver: importing {self.source}")
         self.process = subprocess.Popen(
             command, env=env, cwd=ROOT, preexec_fn=pin(cpus)
         )
         self.wait(lambda: self.count() is not None, 30, "start")
+
+    def paths(self, plan: list[dict]) -> list[str] | None:
+        """Each client's path: Nchan's a channel per content type."""
+        if self.kind != "nchan":
+            return None
+        return [f"/sub/ct{entry['content_type_id']}" for entry in plan]
+
+    def publish(self, bus, payloads: list[tuple[int, str]], pipelined: bool) -> None:
+        """Publish events: to Redis, or to Nchan's publisher over HTTP."""
+        if self.kind == "nchan":
+            if self.http is None:
+                self.http = http.client.HTTPConnection("127.0.0.1", self.port)
+            for content_type_id, payload in payloads:
+                self.http.request(
+                    "POST",
+                    f"/pub/ct{content_type_id}",
+                    body=payload.encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                response = self.http.getresponse()
+                response.read()
+                if response.status >= 300:
+                    raise RuntimeError(f"nchan: publishing got {response.status}")
+        elif pipelined:
+            with bus.pipeline(transaction=False) as pipeline:
+                for _, payload in payloads:
+                    pipeline.publish(self.channel, payload)
+                pipeline.execute()
+        else:
+            for _, payload in payloads:
+                bus.publish(self.channel, payload)
 
     def count(self) -> int | None:
         if self.kind == "wsserver":
@@ -189,9 +343,15 @@ class Server:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.port}/count", timeout=5
             ) as response:
-                return int(response.read().decode())
+                text = response.read().decode()
         except OSError:
             return None
+        if self.kind == "nchan":  # nchan_stub_status
+            for line in text.splitlines():
+                if line.startswith("subscribers:"):
+                    return int(line.split(":")[1])
+            return None
+        return int(text)
 
     def metric(self, name: str) -> float | None:
         """A wsserver metric, summed over its workers."""
@@ -218,6 +378,10 @@ class Server:
 
     def stop(self) -> None:
         processes = family(self.process.pid)
+        if self.kind == "nchan":
+            if self.http is not None:
+                self.http.close()
+            processes = processes[:1]  # nginx's master stops its worker
         self.process.terminate()
         try:
             self.process.wait(30)
@@ -235,13 +399,19 @@ class Server:
                 ):
                     os.kill(pid, signal.SIGKILL)
                     log(f"   {self.kind}: worker {pid} outlived its parent: killed")
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class Clients:
     """The load: client processes, each with a share of the tokens."""
 
     def __init__(
-        self, tokens: list[str], processes: int, cpus: set[int] | None
+        self,
+        tokens: list[str],
+        processes: int,
+        cpus: set[int] | None,
+        paths: list[str] | None = None,
     ) -> None:
         self.processes = []
         for index in range(processes):
@@ -253,7 +423,13 @@ class Clients:
                 text=True,
                 preexec_fn=pin(cpus),
             )
-            process.stdin.write(json.dumps(tokens[index::processes]) + "\n")
+            setup = {
+                "tokens": tokens[index::processes],
+                "paths": paths[index::processes] if paths else None,
+                # Nchan has no authentication: its clients send no token.
+                "send_token": paths is None,
+            }
+            process.stdin.write(json.dumps(setup) + "\n")
             process.stdin.flush()
             assert json.loads(process.stdout.readline())["ready"]
             self.processes.append(process)
@@ -342,8 +518,32 @@ def loopback_receive_on(cpus: set[int] | None):
         LOOPBACK_RPS_CPUS.write_text(previous)
 
 
+SCRAPES = 20
+
+
+def py_spy(pid: int, seconds: float, output: Path, cpus: set[int] | None):
+    """py-spy recording a process for ``seconds`` (raw, collapsed stacks)."""
+    executable = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    command = [executable, "record", "--pid", str(pid), "--duration"]
+    command += [str(max(1, round(seconds))), "--rate", "200", "--format", "raw"]
+    command += ["--nonblocking", "--output", str(output)]
+    return subprocess.Popen(
+        command,
+        preexec_fn=pin(cpus),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def run_server(
-    kind, env, plan, plan_path, options, workers: int = 1, pinned: bool = True
+    kind,
+    env,
+    plan,
+    plan_path,
+    options,
+    workers: int = 1,
+    pinned: bool = True,
+    light: bool = True,
 ) -> dict:
     channel = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
     bus = redis.Redis.from_url(REDIS_URL)
@@ -356,8 +556,14 @@ def run_server(
     log(f"== {kind}: starting" + (f" with WS_WORKERS={workers}" if workers > 1 else ""))
     server_cpus, load_cpus = cpu_split(options) if pinned else (None, None)
     server = Server(kind, env, plan_path, channel, server_cpus, workers)
-    clients = Clients(tokens, options.load_processes, load_cpus)
+    try:
+        clients = Clients(tokens, options.load_processes, load_cpus, server.paths(plan))
+    except BaseException:
+        server.stop()
+        raise
     result = {"connections": n}
+    if server.source is not None:
+        result["source"] = server.source
     steal_before, ticks_before = machine_ticks()
     try:
         time.sleep(0.5)
@@ -384,20 +590,30 @@ def run_server(
             (rss_bytes(server.process.pid) - rss_before) / n / 1024
         )
 
-        def deliver(events: list[int], rate: float | None) -> dict:
+        def profile(phase: str, seconds: float):
+            if not (options.py_spy and kind == "wsserver" and light):
+                return None
+            options.py_spy.mkdir(parents=True, exist_ok=True)
+            output = options.py_spy / f"{kind}-{phase}.txt"
+            log(f"   {kind}: py-spy during the {phase} phase: {output}")
+            return py_spy(server.process.pid, seconds, output, load_cpus)
+
+        def deliver(events: list[int], rate: float | None, phase: str = "") -> dict:
             clients.all({"cmd": "reset"})
             load_cpu = sum(s["cpu"] for s in clients.all({"cmd": "stats"}))
             expected = sum(by_type[ct] for ct in events)
+            spy = profile(phase, len(events) / rate) if rate and phase else None
             user_start, system_start = cpu_times(server.process.pid)
             started = time.perf_counter()
             if rate is None:
-                with bus.pipeline(transaction=False) as pipeline:
-                    for number, ct in enumerate(events):
-                        pipeline.publish(channel, event_payload(ct, number))
-                    pipeline.execute()
+                server.publish(
+                    bus,
+                    [(ct, event_payload(ct, i)) for i, ct in enumerate(events)],
+                    True,
+                )
             else:
                 for number, ct in enumerate(events):
-                    bus.publish(channel, event_payload(ct, number))
+                    server.publish(bus, [(ct, event_payload(ct, number))], False)
                     time.sleep(
                         max(0.0, started + (number + 1) / rate - time.perf_counter())
                     )
@@ -412,6 +628,8 @@ def run_server(
             user, system = cpu_times(server.process.pid)
             user, system = user - user_start, system - system_start
             cpu = user + system
+            if spy is not None:
+                spy.wait(60)
             arrived = [x for s in stats for x in s["arrival_latencies"]]
             # Per event: its first and last sampled recipients.
             spans: dict[int, list[float]] = {}
@@ -437,7 +655,51 @@ def run_server(
                     for event, (a, b) in sorted(spans.items())
                 ],
                 "load_cpu_share": (sum(s["cpu"] for s in stats) - load_cpu) / elapsed,
+                "seconds": elapsed,
+                "cpu_s": cpu,
+                "pings_per_client": sum(s["pings"] for s in stats) / n,
+                "lost": sum(s["lost"] for s in stats),
             }
+
+        if light and options.idle_seconds > 0:
+            # Every client connected (and authenticated), no events: what the
+            # fixed costs of idle connections are (keepalive, timers, the
+            # collector), with nothing scraping the server meanwhile.
+            log(f"   {kind}: idle for {options.idle_seconds:g} s")
+            clients.all({"cmd": "reset"})
+            spy = profile("idle", options.idle_seconds)
+            user_start, system_start = cpu_times(server.process.pid)
+            started = time.perf_counter()
+            time.sleep(options.idle_seconds)
+            user, system = cpu_times(server.process.pid)
+            elapsed = time.perf_counter() - started
+            stats = clients.all({"cmd": "stats"})
+            if spy is not None:
+                spy.wait(60)
+            result["idle"] = {
+                "seconds": elapsed,
+                "cpu_ms_per_s": (user + system - user_start - system_start)
+                / elapsed
+                * 1000,
+                "kernel_share": (system - system_start)
+                / max(user + system - user_start - system_start, 1e-9),
+                "pings_per_client": sum(s["pings"] for s in stats) / n,
+                "lost": sum(s["lost"] for s in stats),
+            }
+            if server.metrics_ports:
+                # What one Prometheus scrape costs, with every client connected.
+                before = cpu_seconds(server.process.pid)
+                for _ in range(SCRAPES):
+                    server.metric("wsserver_connections")
+                result["idle"]["scrape_cpu_ms"] = (
+                    (cpu_seconds(server.process.pid) - before) / SCRAPES * 1000
+                )
+        if light and options.light_seconds > 0:
+            count = max(1, int(options.light_rate * options.light_seconds))
+            events = [content_types[i % len(content_types)] for i in range(count)]
+            log(f"   {kind}: {count} events at {options.light_rate:g}/s (light load)")
+            result["light"] = deliver(events, options.light_rate, "light")
+            time.sleep(1)
 
         count = int(options.rate * options.seconds)
         steady = [content_types[i % len(content_types)] for i in range(count)]
@@ -462,11 +724,18 @@ def run_server(
     return result
 
 
-def table(results: dict, queries: dict, options) -> str:
-    base, ws, floor = results["baseline"], results["wsserver"], results["floor"]
+COLUMNS = {
+    "baseline": "baseline (guide)",
+    "wsserver": "wsserver",
+    "floor": "floor",
+    "nchan": "nchan",
+}
 
-    def ratio(a, b):
-        return f"{a / b:.2f}x" if a and b else "-"
+
+def table(results: dict, queries: dict, options) -> tuple[str, float]:
+    """The servers measured side by side, with wsserver's ratio to each other."""
+    kinds = [k for k in COLUMNS if k in results and "skipped" not in results[k]]
+    others = [k for k in kinds if k != "wsserver"] if "wsserver" in kinds else []
 
     def pct(share):
         return None if share is None else share * 100
@@ -474,119 +743,108 @@ def table(results: dict, queries: dict, options) -> str:
     def fmt(value, digits=1):
         return "-" if value is None else f"{value:,.{digits}f}"
 
+    def get(result, *keys):
+        for key in keys:
+            if not isinstance(result, dict) or key not in result:
+                return None
+            result = result[key]
+        return result
+
+    def row(name, digits, *keys, values=None):
+        return (name, digits, values or {k: get(results[k], *keys) for k in kinds})
+
+    light = f"{options.light_rate:g} ev/s"
+    steady = f"{options.rate:g} ev/s"
     rows = [
-        (
-            "connections",
-            base["connections"],
-            ws["connections"],
-            floor["connections"],
+        row("connections", 0, "connections"),
+        # The floor and Nchan authenticate no one: only their handshakes.
+        row(
+            "auth conn/s",
             0,
+            values={
+                k: results[k]["auth_per_s"] if k in ("baseline", "wsserver") else None
+                for k in kinds
+            },
         ),
-        ("auth conn/s", base["auth_per_s"], ws["auth_per_s"], None, 0),
-        ("reconnect storm, s", base["storm_s"], ws["storm_s"], floor["storm_s"], 2),
-        ("DB queries per auth", queries["baseline"], queries["wsserver"], None, 2),
-        (
-            "KiB RSS per idle connection",
-            base["kib_per_connection"],
-            ws["kib_per_connection"],
-            floor["kib_per_connection"],
-            1,
-        ),
-        (
-            "CPU µs per delivery (20 ev/s)",
-            base["steady"]["cpu_us_per_delivery"],
-            ws["steady"]["cpu_us_per_delivery"],
-            floor["steady"]["cpu_us_per_delivery"],
+        row("reconnect storm, s", 2, "storm_s"),
+        row("DB queries per auth", 2, values={k: queries.get(k) for k in kinds}),
+        row("KiB RSS per idle connection", 1, "kib_per_connection"),
+        row("idle CPU, ms per second (no events)", 2, "idle", "cpu_ms_per_s"),
+        row("CPU ms per metrics scrape (idle)", 2, "idle", "scrape_cpu_ms"),
+        row(
+            "keepalive pings per connection per minute (idle)",
             2,
+            values={
+                k: None
+                if get(results[k], "idle") is None
+                else results[k]["idle"]["pings_per_client"]
+                / results[k]["idle"]["seconds"]
+                * 60
+                for k in kinds
+            },
         ),
-        (
+        row(f"CPU µs per delivery ({light})", 2, "light", "cpu_us_per_delivery"),
+        row(f"CPU µs per delivery ({steady})", 2, "steady", "cpu_us_per_delivery"),
+        row(
             "kernel share of that CPU, %",
-            pct(base["steady"].get("kernel_share")),
-            pct(ws["steady"].get("kernel_share")),
-            pct(floor["steady"].get("kernel_share")),
             0,
+            values={k: pct(get(results[k], "steady", "kernel_share")) for k in kinds},
         ),
-        (
-            "CPU µs per delivery (burst)",
-            base["burst"]["cpu_us_per_delivery"],
-            ws["burst"]["cpu_us_per_delivery"],
-            floor["burst"]["cpu_us_per_delivery"],
-            2,
+        row("CPU µs per delivery (burst)", 2, "burst", "cpu_us_per_delivery"),
+        row("latency p50, ms (to the client's socket)", 1, "steady", "p50_ms"),
+        row("latency p99, ms (to the client's socket)", 1, "steady", "p99_ms"),
+        row("latency p99, ms (read by the load generator)", 1, "steady", "read_p99_ms"),
+        row(
+            "each event's first sampled recipient, ms (median)", 1, "steady", "first_ms"
         ),
-        (
-            "latency p50, ms (to the client's socket)",
-            base["steady"]["p50_ms"],
-            ws["steady"]["p50_ms"],
-            floor["steady"]["p50_ms"],
-            1,
-        ),
-        (
-            "latency p99, ms (to the client's socket)",
-            base["steady"]["p99_ms"],
-            ws["steady"]["p99_ms"],
-            floor["steady"]["p99_ms"],
-            1,
-        ),
-        (
-            "latency p99, ms (read by the load generator)",
-            base["steady"]["read_p99_ms"],
-            ws["steady"]["read_p99_ms"],
-            floor["steady"]["read_p99_ms"],
-            1,
-        ),
-        (
-            "each event's first sampled recipient, ms (median)",
-            base["steady"]["first_ms"],
-            ws["steady"]["first_ms"],
-            floor["steady"]["first_ms"],
-            1,
-        ),
-        (
-            "each event's last sampled recipient, ms (median)",
-            base["steady"]["last_ms"],
-            ws["steady"]["last_ms"],
-            floor["steady"]["last_ms"],
-            1,
-        ),
-        (
-            "latency p99 in the burst, ms (to the socket)",
-            base["burst"]["p99_ms"],
-            ws["burst"]["p99_ms"],
-            floor["burst"]["p99_ms"],
-            1,
-        ),
+        row("each event's last sampled recipient, ms (median)", 1, "steady", "last_ms"),
+        row("latency p99 in the burst, ms (to the socket)", 1, "burst", "p99_ms"),
     ]
+    header = [COLUMNS[k] for k in kinds] + [f"wsserver / {k}" for k in others]
     lines = [
-        "| metric | baseline (guide) | wsserver | floor | wsserver / baseline "
-        "| wsserver / floor |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| metric | {' | '.join(header)} |",
+        f"| --- |{' ---: |' * len(header)}",
     ]
-    for name, b, w, f, digits in rows:
-        lines.append(
-            f"| {name} | {fmt(b, digits)} | {fmt(w, digits)} | {fmt(f, digits)} "
-            f"| {ratio(w, b)} | {ratio(w, f)} |"
-        )
-    for phase in ("steady", "burst"):
+    for name, digits, values in rows:
+        cells = [fmt(values[k], digits) for k in kinds]
+        ws = values.get("wsserver")
+        cells += [f"{ws / values[k]:.2f}x" if ws and values[k] else "-" for k in others]
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    blank = " |" * len(others)
+    for phase in ("light", "steady", "burst"):
         cells = [
-            f"{r[phase]['delivered']:,}/{r[phase]['expected']:,}"
-            for r in (base, ws, floor)
+            f"{results[k][phase]['delivered']:,}/{results[k][phase]['expected']:,}"
+            if phase in results[k]
+            else "-"
+            for k in kinds
         ]
-        lines.append(f"| delivered/expected ({phase}) | {' | '.join(cells)} | | |")
-    steal = [r.get("steal_share") for r in (base, ws, floor)]
+        lines.append(f"| delivered/expected ({phase}) | {' | '.join(cells)} |{blank}")
+    steal = [results[k].get("steal_share") for k in kinds]
     if None not in steal:
         cells = [f"{share:.1%}" for share in steal]
-        lines.append(f"| CPU time stolen by the hypervisor | {' | '.join(cells)} | | |")
+        lines.append(
+            f"| CPU time stolen by the hypervisor | {' | '.join(cells)} |{blank}"
+        )
     load = max(
-        r[p]["load_cpu_share"] for r in (base, ws, floor) for p in ("steady", "burst")
+        (results[k][p]["load_cpu_share"] for k in kinds for p in ("steady", "burst")),
+        default=0.0,
     )
-    recipients = floor["steady"]["expected"] / (options.rate * options.seconds)
-    bound = 0.99 * recipients * floor["steady"]["cpu_us_per_delivery"] / 1000
-    lines += [
-        "",
-        f"Each steady event has {recipients:,.0f} recipients: at the floor's CPU "
-        f"cost per delivery, the 99th percentile of them gets it at least "
-        f"{bound:.1f} ms after publication, whatever the server.",
-    ]
+    lines.append("")
+    for kind, result in results.items():
+        if kind in COLUMNS and "skipped" in result:
+            lines.append(f"{kind}: not measured: {result['skipped']}.")
+    if "floor" in kinds:
+        floor = results["floor"]
+        recipients = floor["steady"]["expected"] / (options.rate * options.seconds)
+        bound = 0.99 * recipients * floor["steady"]["cpu_us_per_delivery"] / 1000
+        lines.append(
+            f"Each steady event has {recipients:,.0f} recipients: at the floor's CPU "
+            f"cost per delivery, the 99th percentile of them gets it at least "
+            f"{bound:.1f} ms after publication, whatever the server."
+        )
+    source = results.get("wsserver", {}).get("source")
+    if source and not source.startswith(str(ROOT / "wsserver")):
+        lines.append(f"wsserver imported from {source} (PYTHONPATH).")
     return "\n".join(lines), load
 
 
@@ -672,6 +930,33 @@ def main() -> None:
     )
     parser.add_argument("--rate", type=float, default=20.0, help="events per second")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--light-rate",
+        type=float,
+        default=5.0,
+        help="events per second of the light-load phase (before the steady one)",
+    )
+    parser.add_argument(
+        "--light-seconds",
+        type=float,
+        default=40.0,
+        help="length of the light-load phase (0: skip it); 40 s holds a whole "
+        "keepalive cycle of each server at their default settings",
+    )
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=40.0,
+        help="length of the idle phase: every client connected, no events (0: skip it)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="record wsserver with py-spy (raw, collapsed stacks) during the "
+        "idle and light-load phases, into DIR (needs ptrace; py-spy runs on "
+        "the load generator's CPU)",
+    )
     parser.add_argument("--burst", type=int, default=100)
     parser.add_argument("--load-processes", type=int, default=1)
     parser.add_argument(
@@ -686,7 +971,11 @@ def main() -> None:
         "(RPS; needs root) while the pinned servers run: see docs/benchmarks.md",
     )
     parser.add_argument("--concurrency", type=int, default=500)
-    parser.add_argument("--servers", default="baseline,wsserver,floor")
+    parser.add_argument(
+        "--servers",
+        default="baseline,wsserver,floor,nchan",
+        help="comma-separated, among baseline, wsserver, floor and nchan",
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -696,6 +985,12 @@ def main() -> None:
     options = parser.parse_args()
     if options.quick:
         options.clients, options.seconds = 1000, 5.0
+        options.idle_seconds = min(options.idle_seconds, 10.0)
+        options.light_seconds = min(options.light_seconds, 10.0)
+    servers = options.servers.split(",")
+    unknown = set(servers) - set(COLUMNS)
+    if unknown:
+        parser.error(f"--servers: unknown {', '.join(sorted(unknown))}")
     steer_to = None
     if options.receive_on_load_cpus:
         steer_to = cpu_split(options)[1]
@@ -748,14 +1043,26 @@ def main() -> None:
         queries = json.loads(counted.stdout)
         results = {}
         with loopback_receive_on(steer_to):
-            for kind in options.servers.split(","):
+            for kind in servers:
+                why = nchan_available() if kind == "nchan" else None
+                if why is not None:
+                    log(f"== nchan: NOT MEASURED, its column is skipped: {why}")
+                    results[kind] = {"skipped": why}
+                    continue
                 results[kind] = run_server(kind, env, plan, plan_path, options)
         if options.workers > 1 and "wsserver" in results:
             # All cores: one process against WS_WORKERS, every process free
             # to run on any CPU (the load generator's included).
             for workers in (1, options.workers):
                 results[f"wsserver-{workers}-unpinned"] = run_server(
-                    "wsserver", env, plan, plan_path, options, workers, pinned=False
+                    "wsserver",
+                    env,
+                    plan,
+                    plan_path,
+                    options,
+                    workers,
+                    pinned=False,
+                    light=False,
                 )
 
     results_dir = options.results
@@ -763,11 +1070,12 @@ def main() -> None:
     (results_dir / ("quick.json" if options.quick else "latest.json")).write_text(
         json.dumps({"results": results, "queries": queries}, indent=1, default=str)
     )
-    if not {"baseline", "wsserver", "floor"} <= set(results):
-        print(json.dumps(results, indent=1, default=str))
-        return
     rendered, load = table(results, queries, options)
-    cores = cores_table(results, options) if options.workers > 1 else ""
+    cores = (
+        cores_table(results, options)
+        if options.workers > 1 and "wsserver" in results
+        else ""
+    )
     cpu = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -777,7 +1085,9 @@ def main() -> None:
     command = f"make bench ARGS='{arguments}'" if arguments else "make bench"
     report = (
         f"Command: `{command}`{'' if arguments else ' (defaults)'}; "
-        f"{options.clients:,} clients, {options.rate:g} events/s for "
+        f"{options.clients:,} clients; idle for {options.idle_seconds:g} s, "
+        f"{options.light_rate:g} events/s for {options.light_seconds:g} s, "
+        f"{options.rate:g} events/s for "
         f"{options.seconds:g} s, bursts of {options.burst}; "
         f"{datetime.date.today().isoformat()}; {os.cpu_count()} cores ({cpu}); "
         f"Python {platform.python_version()}. {placement(options)}\n\n"

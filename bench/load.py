@@ -12,6 +12,10 @@ timestamp (SO_TIMESTAMPNS): latency is measured both to the moment the data
 reached the client's socket and to the moment this process read it, which is
 later when it has thousands of other sockets to read.
 
+Clients of servers without authentication (the Nchan reference) open a path
+of their own (a channel) and send no token. Every ping received is counted:
+the benchmark reports how often each server pings its idle clients.
+
 Driven by the benchmark over stdin/stdout, one JSON object per line.
 """
 
@@ -36,8 +40,12 @@ SO_TIMESTAMPNS = 35
 
 
 class Load:
-    def __init__(self, tokens: list[str]) -> None:
+    def __init__(
+        self, tokens: list[str], paths: list[str] | None, send_token: bool
+    ) -> None:
         self.tokens = tokens
+        self.paths = paths or ["/"] * len(tokens)
+        self.send_token = send_token
         self.clients: list[Client] = []
         self.reset()
 
@@ -49,6 +57,7 @@ class Load:
         self.handshakes = 0
         self.failures = 0
         self.lost = 0
+        self.pings = 0
 
     async def connect(self, port: int, concurrency: int) -> dict:
         loop = asyncio.get_running_loop()
@@ -56,14 +65,19 @@ class Load:
         semaphore = asyncio.Semaphore(concurrency)
 
         async def one(index: int, token: str) -> None:
+            path = self.paths[index]
             async with semaphore:
                 for _ in range(20):
                     try:
                         if index % SAMPLE == 0:
-                            client = await SampledClient.connect(self, token, port)
+                            client = await SampledClient.connect(
+                                self, token, port, path
+                            )
                         else:
                             _, client = await loop.create_connection(
-                                lambda: Client(self, token, False), "127.0.0.1", port
+                                lambda: Client(self, token, False, path),
+                                "127.0.0.1",
+                                port,
                             )
                     except OSError:
                         await asyncio.sleep(0.1)
@@ -90,14 +104,16 @@ class Load:
             "arrival_latencies": self.arrival_latencies,
             "arrivals": self.arrivals,
             "lost": self.lost,
+            "pings": self.pings,
             "cpu": usage.ru_utime + usage.ru_stime,
         }
 
 
 class Client(asyncio.Protocol):
-    def __init__(self, load: Load, token: str, sample: bool) -> None:
+    def __init__(self, load: Load, token: str, sample: bool, path: str = "/") -> None:
         self.load = load
         self.token = token
+        self.path = path
         self.sample = sample
         self.inflater = zlib.decompressobj(wbits=-15) if sample else None
         self.buffer = bytearray()
@@ -110,7 +126,7 @@ class Client(asyncio.Protocol):
         key = base64.b64encode(os.urandom(16)).decode()
         transport.write(
             (
-                "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                 "Sec-WebSocket-Version: 13\r\n"
                 # As browsers do: servers with compression on will use it.
@@ -135,7 +151,8 @@ class Client(asyncio.Protocol):
                 return
             del buffer[: end + 4]
             self.open = True
-            self.transport.write(self._frame(Opcode.TEXT, self.token.encode()))
+            if self.load.send_token:
+                self.transport.write(self._frame(Opcode.TEXT, self.token.encode()))
             self.load.handshakes += 1
             self.ready.set_result(None)
         offset = 0
@@ -163,6 +180,7 @@ class Client(asyncio.Protocol):
                 if self.sample:
                     self._measure(buffer, start, end, compressed, arrived)
             elif opcode == 9:  # ping
+                self.load.pings += 1
                 self.transport.write(self._frame(Opcode.PONG, bytes(buffer[start:end])))
             offset = end
         if offset:
@@ -206,7 +224,9 @@ class SampledClient(Client):
     """
 
     @classmethod
-    async def connect(cls, load: Load, token: str, port: int) -> SampledClient:
+    async def connect(
+        cls, load: Load, token: str, port: int, path: str
+    ) -> SampledClient:
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -217,7 +237,7 @@ class SampledClient(Client):
         except OSError:
             sock.close()
             raise
-        client = cls(load, token, True)
+        client = cls(load, token, True, path)
         client.connection_made(_SocketWriter(sock, client))
         loop.add_reader(sock.fileno(), client._readable, sock)
         return client
@@ -265,8 +285,10 @@ class _SocketWriter:
 async def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    tokens = json.loads(sys.stdin.readline())
-    load = Load(tokens)
+    setup = json.loads(sys.stdin.readline())
+    if isinstance(setup, list):  # tokens only
+        setup = {"tokens": setup}
+    load = Load(setup["tokens"], setup.get("paths"), setup.get("send_token", True))
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(

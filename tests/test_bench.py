@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,8 @@ def test_the_benchmark_runs_every_server_and_delivers_everything(tmp_path):
             "--seconds=1",
             "--burst=10",
             "--concurrency=100",
+            "--idle-seconds=2",
+            "--light-seconds=2",
             "--workers=2",
             f"--results={tmp_path}",
         ],
@@ -37,20 +40,43 @@ def test_the_benchmark_runs_every_server_and_delivers_everything(tmp_path):
         "baseline",
         "wsserver",
         "floor",
+        "nchan",
         "wsserver-1-unpinned",
         "wsserver-2-unpinned",
     }
+    table = (tmp_path / "latest.md").read_text()
+    if "skipped" in numbers["nchan"]:  # not installed, and not installable here
+        assert "nchan: not measured:" in table
+        del numbers["nchan"]
     for server, result in numbers.items():
         assert result["connections"] == 300, server
-        for phase in ("steady", "burst"):
+        phases = ["steady", "burst"]
+        if not server.endswith("-unpinned"):
+            phases.append("light")
+            assert result["idle"]["cpu_ms_per_s"] >= 0, server
+            assert result["idle"]["lost"] == 0, server
+        for phase in phases:
             delivered = result[phase]["delivered"]
             assert delivered == result[phase]["expected"] > 0, (server, phase)
             assert result[phase]["p99_ms"] is not None, (server, phase)
         assert result["storm_s"] > 0, server
     assert numbers["wsserver"]["round_trips_per_auth"] <= 1
-    table = (tmp_path / "latest.md").read_text()
     assert "| KiB RSS per idle connection |" in table
+    assert "| idle CPU, ms per second (no events) |" in table
+    assert "| CPU µs per delivery (5 ev/s) |" in table
     assert "WS_WORKERS=2" in table
+
+
+def test_a_patched_wsserver_on_pythonpath_is_the_one_the_benchmark_runs(tmp_path):
+    """PYTHONPATH wins over the checkout (the server runs with ``python -P``)."""
+    from bench import __main__ as bench
+
+    (tmp_path / "wsserver").mkdir()
+    (tmp_path / "wsserver" / "__init__.py").write_text("")
+    patched = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    assert bench.wsserver_source(patched) == str(tmp_path / "wsserver/__init__.py")
+    unpatched = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    assert bench.wsserver_source(unpatched) == str(ROOT / "wsserver/__init__.py")
 
 
 def test_loopback_steering_is_undone_whatever_happens(tmp_path, monkeypatch):
