@@ -33,6 +33,8 @@ $redis_only || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 $redis_only || command -v chromium >/dev/null || missing+=(chromium)
 # tests/test_deployment.py runs docs/deployment.md's nginx configuration.
 $redis_only || command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+# The benchmark measures Nchan (a C pub/sub server, an nginx module) beside us.
+$redis_only || [ -e /usr/lib/nginx/modules/ngx_nchan_module.so ] || missing+=(libnginx-mod-nchan)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "services: installing ${missing[*]}"
     as_root apt-get update -qq
