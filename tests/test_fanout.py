@@ -113,3 +113,15 @@ async def test_events_submitted_together_are_written_together():
         b"".join(text_frame(b'{"n":%d}' % n) for n in range(3))
     ]
     assert fanout.counters.deliveries == 3
+
+
+def test_a_compressed_burst_stops_at_the_bound():
+    # Each message goes through the connection's compressor: once one passes
+    # the bound, the rest of the burst is not written, nor counted.
+    fanout, router, connections, slow = setup(True, max_buffer=100)
+    fanout._pending = [Event(1, b"x" * 30) for _ in range(10)]
+    fanout.flush()
+    reader = connections["reader"]
+    assert reader.transport.written == [b"x" * 30] * 4
+    assert fanout.counters.deliveries == 4
+    assert slow == [reader] and reader not in router

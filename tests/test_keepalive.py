@@ -176,3 +176,62 @@ async def test_many_connections_let_the_event_loop_run_in_between():
     asyncio.get_running_loop().call_soon(ran.append, "other work")
     waiting = await keepalive(connections, []).ping_round()
     assert len(waiting) == 1000 and ran == ["other work"]
+
+
+async def test_each_round_pings_with_new_random_data():
+    # A client must read its ping to answer it: data it could guess (a round
+    # number) would let one that reads nothing pass for alive.
+    datas = []
+    for _ in range(2):  # two processes, or a restarted one
+        connection = Connection("c")
+        alive = keepalive([connection], [])
+        for _ in range(2):
+            await alive.ping_round()
+            datas.append(connection.pings[-1][1])
+            connection.pong()
+    assert len(set(datas)) == 4 and all(len(data) == 4 for data in datas)
+
+
+async def test_a_restarted_loop_pings_again_those_whose_ping_it_lost():
+    dead = Connection("dead")
+    dead.ping_sent_at = 1.0  # pinged by a run() that crashed before checking
+    events = []
+    alive = keepalive([dead], events, interval=20, timeout=5)
+    clock = Clock()
+    alive.time, alive.sleep = clock.time, clock.sleep
+    task = asyncio.create_task(alive.run())
+    while clock.now < 30:
+        await asyncio.sleep(0)
+    task.cancel()
+    assert len(dead.pings) == 1
+    assert events == [("no pong", "dead")]
+
+
+async def test_rounds_that_fall_behind_are_not_made_up_and_checks_keep_up():
+    stalled, mute = Connection("stalled"), Connection("mute")
+    events = []
+    alive = keepalive([stalled, mute], events, interval=20, timeout=5)
+    clock = Clock()
+    alive.time, alive.sleep = clock.time, clock.sleep
+    closed_at, rounds = [], []
+
+    def ping(frame, data, now):
+        rounds.append(clock.now)
+        if len(rounds) == 1:
+            clock.now += 100  # the event loop blocked once, for 100 s
+        stalled.pong()
+        return True
+
+    def unregister(connection):
+        connection.registered = False
+        closed_at.append(clock.now)
+
+    stalled.send_keepalive_ping, alive.unregister = ping, unregister
+    task = asyncio.create_task(alive.run())
+    while clock.now < 200:
+        await asyncio.sleep(0)
+    task.cancel()
+    # No burst of rounds to make up for the missed ones: the cadence restarts.
+    assert rounds[:3] == [20, 120, 140]
+    # And the check of the mute connection's ping is not put off.
+    assert events == [("no pong", "mute")] and closed_at == [125]

@@ -85,6 +85,8 @@ class SidecarConnection(ServerConnection):
             elif event.opcode is PONG and event.data == self.ping_data:
                 # The answer to the keepalive's last ping (and to any earlier
                 # one: pongs come in order).
+                if self.ping_sent_at is not None:
+                    self.latency = self.loop.time() - self.ping_sent_at
                 self.ping_sent_at = None
         super().process_event(event)
 

@@ -101,33 +101,40 @@ class Fanout:
     def write(self, connection: SidecarConnection, payloads: list[bytes]) -> bool:
         """Write several events to one connection (a resume's batch), under the
         same buffer bound; False if it is not open or was found too slow."""
+        if connection.protocol.state is not OPEN:
+            return False
         slow: list[SidecarConnection] = []
-        written = self._write(Send(payloads, (connection,)), slow)
+        self._write(Send(payloads, (connection,)), slow)
         if slow:
             self._too_slow(connection)
             return False
-        return written > 0
+        return True
 
-    def _write(self, send: Send[SidecarConnection], slow: list) -> int:
-        """Write one send to its open connections; add to ``slow`` those whose
-        pending output then passes the bound. Returns the connections written."""
+    def _write(self, send: Send[SidecarConnection], slow: list) -> None:
+        """Write one send to its open connections, count the deliveries, and
+        add to ``slow`` those whose pending output then passes the bound."""
         limit = self.delivery.max_buffer
-        written = 0
+        deliveries = 0
         if self.compression:
+            # Each message compressed by its connection: one that passes the
+            # bound within a burst gets no more of it.
             payloads = send.payloads
             for connection in send.connections:
                 if connection.protocol.state is OPEN:
+                    transport = connection.transport
                     for payload in payloads:
                         connection.send_text_now(payload)
-                    written += 1
-                    if connection.transport.get_write_buffer_size() > limit:
-                        slow.append(connection)
+                        deliveries += 1
+                        if transport.get_write_buffer_size() > limit:
+                            slow.append(connection)
+                            break
         else:
             if len(send.payloads) == 1:
                 data = text_frame(send.payloads[0])
             else:
                 data = b"".join(map(text_frame, send.payloads))
             # The hot loop: one write per recipient, and the bound.
+            written = 0
             for connection in send.connections:
                 if connection.protocol.state is OPEN:
                     transport = connection.transport
@@ -135,8 +142,8 @@ class Fanout:
                     written += 1
                     if transport.get_write_buffer_size() > limit:
                         slow.append(connection)
-        self.counters.deliveries += written * len(send.payloads)
-        return written
+            deliveries = written * len(send.payloads)
+        self.counters.deliveries += deliveries
 
     def _too_slow(self, connection: SidecarConnection) -> None:
         if self.delivery.too_slow(

@@ -28,8 +28,8 @@ ping's data forgets it.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -72,7 +72,6 @@ class Keepalive:
         # Stops routing events to a connection before it is closed.
         self.unregister = unregister
         self.counters = Counters() if counters is None else counters
-        self._rounds = itertools.count(1)
         # The clock and the sleep of the rounds' schedule (tests replace them).
         self.time: Callable[[], float] | None = None
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
@@ -82,18 +81,24 @@ class Keepalive:
         stalled and expired connections."""
         time = self.time or asyncio.get_running_loop().time
         period = self.interval or self.timeout or 20.0
+        # Pings a crashed run() sent will never be checked: forget them, or
+        # their connections would never be pinged again.
+        for connection in list(self.connections()):
+            connection.ping_sent_at = None
         next_round = time() + period
         # Pong checks to come: (when, the connections pinged by a round).
         checks: deque[tuple[float, list[SidecarConnection]]] = deque()
         while True:
-            if checks and checks[0][0] < next_round:
+            if checks and checks[0][0] <= next_round:
                 when, pinged = checks.popleft()
                 await self.sleep(max(0.0, when - time()))
                 self.check_pongs(pinged, time())
                 continue
             await self.sleep(max(0.0, next_round - time()))
-            # A fixed cadence: the rounds' own durations do not add up.
-            next_round += period
+            # A fixed cadence, the rounds' own durations not adding up; but
+            # rounds that fell behind (a busy or blocked loop) are not made up
+            # for: the cadence restarts from now.
+            next_round = max(next_round, time()) + period
             pinged = await self.ping_round(time)
             if pinged and self.timeout:
                 checks.append((time() + self.timeout, pinged))
@@ -104,7 +109,9 @@ class Keepalive:
         """Deal with each open connection; return those pinged."""
         time = time or asyncio.get_running_loop().time
         timeout, interval = self.timeout, self.interval
-        data = next(self._rounds).to_bytes(4, "big")
+        # Random, as websockets' own pings: a client must read a ping to
+        # answer it. The same for every connection: nothing made per ping.
+        data = os.urandom(4)
         frame = ping_frame(data)
         pinged = []
         now = time()
