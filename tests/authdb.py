@@ -115,12 +115,11 @@ def run(side: str, env: dict, function: Callable, arguments: dict) -> Child:
 
 
 class Databases:
-    """The example site's databases, made on first use, for one test module.
+    """The example site's databases, made on first use, for the test session.
 
-    A module-scoped ``databases`` fixture of a test module makes one from its
-    fixtures and its request: ``databases(backend, custom)`` is a database
-    prepared by site_prepare (made once per module), ``databases.new(...)``
-    one with seed_demo's users only, of the test's own.
+    ``databases(backend, custom)`` is a database prepared by site_prepare
+    (made once per session), ``databases.new(...)`` one with seed_demo's
+    users only, of the test's own.
     """
 
     def __init__(self, postgres, redis_url: str, tmp_path_factory, request) -> None:
@@ -150,11 +149,12 @@ class Databases:
         return Database(backend, custom, site)
 
 
-# Fixtures for the test modules, which take them as module names (e.g.
-# ``databases, database, any_database = authdb.FIXTURES``): made per module.
+# Fixtures that conftest.py offers to every test module: the prepared
+# databases are made once per test session and shared by the modules that use
+# them (a test that changes data changes what it alone looks at).
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def databases(postgres, redis_url, tmp_path_factory, request) -> Databases:
     """Prepared databases by (backend, custom user model?), made on first use."""
     return Databases(postgres, redis_url, tmp_path_factory, request)
@@ -173,9 +173,6 @@ def database(request, databases) -> Database:
 def any_database(request, databases) -> Database:
     """A database with auth.User, or with the custom user model."""
     return databases(*request.param)
-
-
-FIXTURES = (databases, database, any_database)
 
 
 def site_prepare() -> dict[str, str]:

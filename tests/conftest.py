@@ -28,6 +28,9 @@ from processes import PASSWORD, MainSite, SidecarProcess
 
 from wsserver.logs import mask_url
 
+# The prepared databases of the auth tests, shared for the session.
+pytest_plugins = ["authdb"]
+
 PG_ADMIN_URL = os.environ.get(
     "WSSERVER_TEST_PG_URL",
     "postgresql://wsserver_test:wsserver_test@127.0.0.1:5432/postgres",

@@ -15,13 +15,11 @@ import itertools
 import uuid
 from typing import Any
 
-import authdb
 import pytest
 from authdb import MANY, Database
 
 pytestmark = pytest.mark.e2e
 
-databases, database, any_database = authdb.FIXTURES
 EMAIL_REVOKES = {"SESAME_INVALIDATE_ON_EMAIL_CHANGE": "true"}
 
 

@@ -7,12 +7,9 @@ connection of the test's own: the sidecar's is read-only).
 
 from __future__ import annotations
 
-import authdb
 import pytest
 
 pytestmark = pytest.mark.e2e
-
-databases = authdb.databases
 
 
 def test_the_table_is_read_once_then_again_only_on_a_late_miss(databases):

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import uuid
 
-import authdb
 import pytest
 from authdb import MANY
 
 pytestmark = pytest.mark.e2e
 
-databases, database, any_database = authdb.FIXTURES
 # The sidecar reading auth_user as a custom user model with a bigint pk.
 BIGINT_USER = {
     "WS_USER_TABLE": "auth_user",
