@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from clients import authenticate, closed_with, receive_event
 from processes import SidecarProcess
-from waiting import eventually, units
+from waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -113,10 +113,12 @@ async def test_a_token_whose_check_raises_fails_alone_in_its_batch(site, sidecar
         websockets = await asyncio.gather(
             *[authenticate(sidecar.url, tokens[name]) for name in names]
         )
-        # The sidecar reads every token meanwhile. Not a condition to await:
-        # nothing outside the sidecar tells a token read and queued from one
-        # still in flight (wsserver_authenticating counts both).
-        await asyncio.sleep(units(0.5))
+        # Every token read and queued behind the first before the lock goes.
+        await eventually(
+            lambda: sidecar._metric("wsserver_authentications_queued") == len(names),
+            10,
+            "the other tokens queued",
+        )
         holder.rollback()  # releases the lock
     nemo = websockets[names.index("nemo")]
     assert await closed_with(nemo) == (1011, "authentication failed")

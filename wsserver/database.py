@@ -99,6 +99,11 @@ class Batcher(Generic[A, T]):
         self._running = 0
         self._tasks: set[asyncio.Future[None]] = set()
 
+    @property
+    def queued(self) -> int:
+        """Calls waiting for a thread (those whose caller gave up included)."""
+        return len(self._pending)
+
     async def call(self, argument: A) -> T:
         """``function``'s result for one argument, computed alone or in a batch."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()

@@ -31,6 +31,7 @@ class Gauges:
     connections: Callable[[], int] = int
     connected_users: Callable[[], int] = int
     authenticating: Callable[[], int] = int
+    authentications_queued: Callable[[], int] = int
     bus_subscribed: Callable[[], bool] = bool
     gc_frozen_objects: Callable[[], int] = int
 
@@ -112,6 +113,12 @@ class _Families(Collector):
             "Connections whose handshake is done and whose token is not decided "
             "yet (limited by WS_MAX_AUTHENTICATING).",
             value=gauges.authenticating(),
+        )
+        yield GaugeMetricFamily(
+            "wsserver_authentications_queued",
+            "Tokens read and waiting for a database thread (WS_DB_THREADS), to "
+            "be checked together in the next batch.",
+            value=gauges.authentications_queued(),
         )
         refused = CounterMetricFamily(
             "wsserver_handshakes_refused",

@@ -142,6 +142,7 @@ class Sidecar:
                 connections=self.router.__len__,
                 connected_users=lambda: len(self.router.users()),
                 authenticating=admission.__len__,
+                authentications_queued=lambda: authentications.queued,
                 bus_subscribed=lambda: self.subscriber.subscribed,
                 gc_frozen_objects=lambda: self.gc_scheduler.frozen_objects,
             ),
