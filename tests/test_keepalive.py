@@ -57,21 +57,6 @@ class Connection:
         return self.name
 
 
-def keepalive(connections, events, **options):
-    for connection in connections:
-        connection.events = events
-
-    def unregister(connection):
-        connection.registered = False
-
-    return Keepalive(
-        lambda: connections,
-        interval=options.get("interval", 20),
-        timeout=options.get("timeout", 20),
-        unregister=unregister,
-    )
-
-
 class Clock:
     """A clock that sleeping advances: the rounds' schedule, without waiting."""
 
@@ -84,6 +69,34 @@ class Clock:
     async def sleep(self, delay: float) -> None:
         self.now += delay
         await asyncio.sleep(0)
+
+
+def keepalive(connections, events, **options):
+    for connection in connections:
+        connection.events = events
+
+    def unregister(connection):
+        connection.registered = False
+
+    alive = Keepalive(
+        lambda: connections,
+        interval=options.get("interval", 20),
+        timeout=options.get("timeout", 20),
+        unregister=unregister,
+    )
+    # run() on a clock that sleeping advances (ping_round() alone does not
+    # use it).
+    alive.clock = Clock()
+    alive.time, alive.sleep = alive.clock.time, alive.clock.sleep
+    return alive
+
+
+async def run_until(alive: Keepalive, moment: float) -> None:
+    """Run the keepalive loop until its clock reaches ``moment``."""
+    task = asyncio.create_task(alive.run())
+    while alive.clock.now < moment:
+        await asyncio.sleep(0)
+    task.cancel()
 
 
 async def test_each_connection_is_pinged_aborted_or_expired_never_waited_on():
@@ -122,8 +135,7 @@ async def test_rounds_come_every_interval_and_late_pongs_are_closed_in_time():
     answers, mute = Connection("answers"), Connection("mute")
     events = []
     alive = keepalive([answers, mute], events, interval=20, timeout=5)
-    clock = Clock()
-    alive.time, alive.sleep = clock.time, clock.sleep
+    clock = alive.clock
     pinged_at, closed_at = [], []
 
     def note_pings(frame, data, now):
@@ -138,10 +150,7 @@ async def test_rounds_come_every_interval_and_late_pongs_are_closed_in_time():
         closed_at.append(clock.now)
 
     alive.unregister = unregister
-    task = asyncio.create_task(alive.run())
-    while clock.now < 65:
-        await asyncio.sleep(0)
-    task.cancel()
+    await run_until(alive, 65)
     # On a fixed cadence of WS_PING_INTERVAL: not interval + timeout.
     assert pinged_at == [20, 40, 60]
     # Pinged once, closed WS_PING_TIMEOUT after, never pinged again.
@@ -197,12 +206,7 @@ async def test_a_restarted_loop_pings_again_those_whose_ping_it_lost():
     dead.ping_sent_at = 1.0  # pinged by a run() that crashed before checking
     events = []
     alive = keepalive([dead], events, interval=20, timeout=5)
-    clock = Clock()
-    alive.time, alive.sleep = clock.time, clock.sleep
-    task = asyncio.create_task(alive.run())
-    while clock.now < 30:
-        await asyncio.sleep(0)
-    task.cancel()
+    await run_until(alive, 30)
     assert len(dead.pings) == 1
     assert events == [("no pong", "dead")]
 
@@ -211,8 +215,7 @@ async def test_rounds_that_fall_behind_are_not_made_up_and_checks_keep_up():
     stalled, mute = Connection("stalled"), Connection("mute")
     events = []
     alive = keepalive([stalled, mute], events, interval=20, timeout=5)
-    clock = Clock()
-    alive.time, alive.sleep = clock.time, clock.sleep
+    clock = alive.clock
     closed_at, rounds = [], []
 
     def ping(frame, data, now):
@@ -227,10 +230,7 @@ async def test_rounds_that_fall_behind_are_not_made_up_and_checks_keep_up():
         closed_at.append(clock.now)
 
     stalled.send_keepalive_ping, alive.unregister = ping, unregister
-    task = asyncio.create_task(alive.run())
-    while clock.now < 200:
-        await asyncio.sleep(0)
-    task.cancel()
+    await run_until(alive, 200)
     # No burst of rounds to make up for the missed ones: the cadence restarts.
     assert rounds[:3] == [20, 120, 140]
     # And the check of the mute connection's ping is not put off.

@@ -22,6 +22,9 @@ from .events import event_id_key
 __all__ = ["CONTENT_TYPE", "Gauges", "Metrics"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The labels reported even at zero.
+RESULTS = ("success", "failure", "timeout", "unavailable", "limited")
+OUTCOMES = ("routed", "invalid")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,119 +74,75 @@ class Metrics:
 class _Families(Collector):
     """Prometheus' collector interface: metric families made at scrape time."""
 
-    def __init__(
-        self, counters: Counters | None = None, gauges: Gauges | None = None
-    ) -> None:
-        counters = Counters() if counters is None else counters
-        gauges = Gauges() if gauges is None else gauges
+    def __init__(self, counters: Counters, gauges: Gauges) -> None:
         self.counters = counters
         self.gauges = gauges
 
     def collect(self) -> Iterator:
         counters, gauges = self.counters, self.gauges
-        yield GaugeMetricFamily(
-            "wsserver_connections",
-            "Open authenticated connections.",
-            value=gauges.connections(),
-        )
-        yield GaugeMetricFamily(
-            "wsserver_connected_users",
-            "Users with at least one open connection.",
-            value=gauges.connected_users(),
-        )
-        authentications = CounterMetricFamily(
-            "wsserver_authentications",
-            "Authentication attempts by result.",
-            labels=["result"],
-        )
-        for result in ("success", "failure", "timeout", "unavailable", "limited"):
-            authentications.add_metric([result], counters.authentications[result])
-        yield authentications
-        events = CounterMetricFamily(
-            "wsserver_bus_events",
-            "Messages received from the Redis channel, by outcome.",
-            labels=["outcome"],
-        )
-        # Messages whose handler failed are counted invalid too (wsserver.bus).
-        events.add_metric(["routed"], counters.bus_events["routed"])
-        events.add_metric(["invalid"], counters.bus_events["invalid"])
-        yield events
-        yield GaugeMetricFamily(
-            "wsserver_authenticating",
-            "Connections whose handshake is done and whose token is not decided "
-            "yet (limited by WS_MAX_AUTHENTICATING).",
-            value=gauges.authenticating(),
-        )
-        yield GaugeMetricFamily(
-            "wsserver_authentications_queued",
-            "Tokens read and waiting for a database thread (WS_DB_THREADS), to "
-            "be checked together in the next batch.",
-            value=gauges.authentications_queued(),
-        )
-        refused = CounterMetricFamily(
-            "wsserver_handshakes_refused",
-            "Handshakes refused with HTTP 503, by reason.",
-            labels=["reason"],
-        )
-        for reason, count in sorted(counters.handshakes_refused.items()):
-            refused.add_metric([reason], count)
-        yield refused
-        restarts = CounterMetricFamily(
-            "wsserver_task_restarts",
-            "Background tasks (subscriber, keepalive, rechecks) restarted after "
-            "a crash.",
-            labels=["task"],
-        )
-        for task, count in sorted(counters.task_restarts.items()):
-            restarts.add_metric([task], count)
-        yield restarts
-        yield CounterMetricFamily(
-            "wsserver_deliveries",
-            "Events delivered to connections (one per event and recipient).",
-            value=counters.deliveries,
-        )
-        yield CounterMetricFamily(
-            "wsserver_authentication_queries",
-            "Batches of authentications, each one database round trip (two when "
-            "SESAME_PRIMARY_KEY_FIELD is not the primary key); under load one "
-            "serves many connections.",
-            value=counters.authentication_queries,
-        )
-        yield CounterMetricFamily(
-            "wsserver_slow_client_closes",
-            "Connections closed because their pending output passed WS_MAX_BUFFER.",
-            value=counters.slow_client_closes,
-        )
-        yield CounterMetricFamily(
-            "wsserver_revocations",
-            "Connections closed because their user's access was revoked.",
-            value=counters.revocations,
-        )
-        yield CounterMetricFamily(
-            "wsserver_bus_reconnects",
-            "Attempts to reconnect to Redis after a failure.",
-            value=counters.bus_reconnects,
-        )
-        yield CounterMetricFamily(
-            "wsserver_gc_full_collections",
-            "Full garbage collections, run once enough connections have closed "
-            "(see wsserver.gcschedule).",
-            value=counters.gc_full_collections,
-        )
-        yield CounterMetricFamily(
-            "wsserver_gc_full_collection_seconds",
-            "Time spent in those full collections (the event loop waits).",
-            value=counters.gc_full_collection_seconds,
-        )
-        yield GaugeMetricFamily(
-            "wsserver_gc_frozen_objects",
-            "Objects the garbage collector skips (those of long-lived "
-            "connections), counted after the last full collection: counting "
-            "walks them all.",
-            value=gauges.gc_frozen_objects(),
-        )
-        yield GaugeMetricFamily(
-            "wsserver_bus_subscribed",
-            "1 while subscribed to the Redis channel.",
-            value=int(gauges.bus_subscribed()),
-        )
+        gauge, counter = GaugeMetricFamily, CounterMetricFamily
+        for family, name, description, value in [
+            (gauge, "connections", "Open authenticated connections.",
+             gauges.connections()),
+            (gauge, "connected_users", "Users with at least one open connection.",
+             gauges.connected_users()),
+            (gauge, "authenticating",
+             "Connections whose handshake is done and whose token is not "
+             "decided yet (limited by WS_MAX_AUTHENTICATING).",
+             gauges.authenticating()),
+            (gauge, "authentications_queued",
+             "Tokens read and waiting for a database thread (WS_DB_THREADS), "
+             "to be checked together in the next batch.",
+             gauges.authentications_queued()),
+            (counter, "deliveries",
+             "Events delivered to connections (one per event and recipient).",
+             counters.deliveries),
+            (counter, "authentication_queries",
+             "Batches of authentications, each one database round trip (two "
+             "when SESAME_PRIMARY_KEY_FIELD is not the primary key); under "
+             "load one serves many connections.",
+             counters.authentication_queries),
+            (counter, "slow_client_closes",
+             "Connections closed because their pending output passed "
+             "WS_MAX_BUFFER.",
+             counters.slow_client_closes),
+            (counter, "revocations",
+             "Connections closed because their user's access was revoked.",
+             counters.revocations),
+            (counter, "bus_reconnects",
+             "Attempts to reconnect to Redis after a failure.",
+             counters.bus_reconnects),
+            (counter, "gc_full_collections",
+             "Full garbage collections, run once enough connections have "
+             "closed (see wsserver.gcschedule).",
+             counters.gc_full_collections),
+            (counter, "gc_full_collection_seconds",
+             "Time spent in those full collections (the event loop waits).",
+             counters.gc_full_collection_seconds),
+            (gauge, "gc_frozen_objects",
+             "Objects the garbage collector skips (those of long-lived "
+             "connections), counted after the last full collection: counting "
+             "walks them all.",
+             gauges.gc_frozen_objects()),
+            (gauge, "bus_subscribed", "1 while subscribed to the Redis channel.",
+             int(gauges.bus_subscribed())),
+        ]:  # fmt: skip
+            yield family(f"wsserver_{name}", description, value=value)
+        for name, description, label, values in [
+            ("authentications", "Authentication attempts by result.", "result",
+             {result: counters.authentications[result] for result in RESULTS}),
+            # Messages whose handler failed are counted invalid (wsserver.bus).
+            ("bus_events", "Messages received from the Redis channel, by outcome.",
+             "outcome",
+             {outcome: counters.bus_events[outcome] for outcome in OUTCOMES}),
+            ("handshakes_refused", "Handshakes refused with HTTP 503, by reason.",
+             "reason", dict(sorted(counters.handshakes_refused.items()))),
+            ("task_restarts",
+             "Background tasks (subscriber, keepalive, rechecks) restarted "
+             "after a crash.",
+             "task", dict(sorted(counters.task_restarts.items()))),
+        ]:  # fmt: skip
+            family = counter(f"wsserver_{name}", description, labels=[label])
+            for key, count in values.items():
+                family.add_metric([key], count)
+            yield family
