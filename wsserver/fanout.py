@@ -26,6 +26,7 @@ from .connection import SidecarConnection
 from .counters import Counters
 from .delivery import Delivery, Send
 from .events import Event, InvalidEvent
+from .resume import Position
 
 __all__ = ["Fanout", "text_frame"]
 
@@ -91,7 +92,7 @@ class Fanout:
             self._too_slow(connection)
 
     def take_held(
-        self, connection: SidecarConnection, after: tuple[int, int] | None
+        self, connection: SidecarConnection, after: Position | None
     ) -> list[Event]:
         """The events held for a resuming connection, those queued included."""
         if self._pending:

@@ -65,7 +65,6 @@ class Rechecks:
         disconnect: Callable[[Any, tuple[int, str]], None],
         interval: float | None = None,
     ) -> None:
-        self.delivery = delivery
         self.router = delivery.router
         self.database = database
         self.authenticator = authenticator

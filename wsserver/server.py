@@ -269,7 +269,10 @@ class Sidecar:
                         await metrics_server.wait_closed()
             self.gc_scheduler.stop()
             await cancel(tasks)
-            await self.resume.history.close()
+            # Shutting down: a Redis that hangs does not hold the exit.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await self.resume.history.close()
 
     async def shutdown(self) -> None:
         """Close every connection with 1012, aborting those that hang."""
