@@ -97,3 +97,25 @@ async def test_a_wrong_number_of_results_fails_every_call_of_its_batch(database)
         results = await asyncio.gather(*calls, return_exceptions=True)
     assert [type(result) for result in results] == [RuntimeError] * 3
     assert "results for a batch of" in str(results[0])
+
+
+async def test_calls_whose_caller_gave_up_do_not_pile_up_behind_a_stuck_thread():
+    recorder = Recorder()
+    batcher = Batcher(Threads(), recorder, concurrency=1)
+    first = asyncio.ensure_future(batcher.call(0))
+    await running(recorder, [0])
+    for _wave in range(5):  # callers that time out, again and again
+        waiting = [asyncio.ensure_future(batcher.call(n)) for n in range(1, 201)]
+        await asyncio.sleep(0)
+        assert batcher.queued == 200
+        for call in waiting:
+            call.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        assert batcher.queued == 0
+        assert len(batcher._pending) <= 200
+    alive = asyncio.ensure_future(batcher.call(7))
+    await asyncio.sleep(0)
+    assert batcher.queued == 1
+    recorder.release.set()
+    assert await first == 0 and await alive == 70
+    assert recorder.batches == [[0], [7]]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from wsserver.closes import CONNECTION_EXPIRED, KEEPALIVE_TIMEOUT
-from wsserver.keepalive import Keepalive
+from wsserver.keepalive import Keepalive, ping_frame
 
 # What the keepalive did, as the tests note it: ("stalled", name) for an
 # abort, ("expired", name) and ("no pong", name) for closes.
@@ -113,8 +114,10 @@ async def test_each_connection_is_pinged_aborted_or_expired_never_waited_on():
     assert events == [("stalled", "stalled"), ("expired", "old")]
     assert waiting == [healthy, almost]
     assert not closing.pings
-    # One frame for every connection.
-    assert healthy.pings[0][0] is almost.pings[0][0]
+    # Each connection its own data: one cannot answer for another.
+    (frame, data), (other_frame, other_data) = healthy.pings[0], almost.pings[0]
+    assert data != other_data and len(data) == 4
+    assert frame == ping_frame(data) and other_frame == ping_frame(other_data)
 
 
 async def test_those_that_do_not_answer_in_time_are_closed():
@@ -231,7 +234,26 @@ async def test_rounds_that_fall_behind_are_not_made_up_and_checks_keep_up():
 
     stalled.send_keepalive_ping, alive.unregister = ping, unregister
     await run_until(alive, 200)
-    # No burst of rounds to make up for the missed ones: the cadence restarts.
-    assert rounds[:3] == [20, 120, 140]
+    # No burst of rounds to make up for the missed ones: after a round that
+    # overran, the loop rests a period.
+    assert rounds[:3] == [20, 140, 160]
     # And the check of the mute connection's ping is not put off.
     assert events == [("no pong", "mute")] and closed_at == [125]
+
+
+async def test_rounds_that_take_longer_than_the_period_are_not_back_to_back():
+    busy = Connection("busy")
+    alive = keepalive([busy], [], interval=20, timeout=5)
+    clock = alive.clock
+    rounds = []
+
+    def ping(frame, data, now):
+        rounds.append(clock.now)
+        clock.now += 25  # every round longer than the period
+        busy.pong()
+        return True
+
+    busy.send_keepalive_ping = ping
+    await run_until(alive, 200)
+    # Each round ends 25 s after it starts; the next begins a period later.
+    assert all(b - a >= 25 + 20 for a, b in itertools.pairwise(rounds))

@@ -126,9 +126,8 @@ class SidecarConnection(ServerConnection):
         return 0.0 if self.paused_at is None else now - self.paused_at
 
     def send_keepalive_ping(self, frame: bytes, data: bytes, now: float) -> bool:
-        """Write a keepalive ping: ``frame``, built once for every connection
-        by :func:`wsserver.keepalive.ping_frame` from ``data``, sent at
-        ``now``. False if not open.
+        """Write a keepalive ping: ``frame``, the ping frame carrying ``data``
+        (see :mod:`wsserver.keepalive`), sent at ``now``. False if not open.
 
         Written straight to the transport, bypassing websockets' bookkeeping
         of pings (a future each): the protocol has nothing buffered (every

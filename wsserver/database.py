@@ -96,20 +96,30 @@ class Batcher(Generic[A, T]):
         # Each batch is one authentication query (wsserver_authentication_queries).
         self.counters = Counters() if counters is None else counters
         self._pending: list[tuple[A, asyncio.Future[T]]] = []
+        self._given_up = 0  # calls in _pending whose caller gave up, about
         self._running = 0
         self._tasks: set[asyncio.Future[None]] = set()
 
     @property
     def queued(self) -> int:
-        """Calls waiting for a thread (those whose caller gave up included)."""
-        return len(self._pending)
+        """Calls waiting for a thread whose caller still waits."""
+        return sum(1 for _, future in self._pending if not future.done())
 
     async def call(self, argument: A) -> T:
         """``function``'s result for one argument, computed alone or in a batch."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((argument, future))
         self._start()
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:  # the caller gave up (a timeout)
+            self._given_up += 1
+            if self._given_up > len(self._pending) // 2:
+                # While every thread is stuck (a database that hangs), callers
+                # that time out would otherwise pile up until one is free.
+                self._pending = [p for p in self._pending if not p[1].done()]
+                self._given_up = 0
+            raise
 
     def _start(self) -> None:
         while self._pending and self._running < self.concurrency:

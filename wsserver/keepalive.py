@@ -18,9 +18,9 @@ with one loop: it saves memory per connection, and one client that stopped
 reading cannot hold the pings of the others.
 
 What rounds cost is most of what 10,000 idle connections cost, so a ping
-costs the least it can: one frame built per round, the same bytes written to
-each connection's transport, and nothing allocated per ping (websockets'
-``ping()`` makes a future each and keeps it in a dict). A connection
+costs the least it can: its frame is written straight to the connection's
+transport, with no future and no entry in a dict (websockets' ``ping()``
+makes both), its data a keyed hash of one random key drawn per round. A connection
 remembers when its oldest unanswered ping was sent; a pong carrying its last
 ping's data forgets it.
 """
@@ -32,6 +32,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from hashlib import blake2b
 
 from websockets.frames import Frame, Opcode
 
@@ -52,6 +53,10 @@ EARLY = 0.001
 def ping_frame(data: bytes) -> bytes:
     """A complete, unmasked ping frame carrying ``data``."""
     return Frame(Opcode.PING, data).serialize(mask=False)
+
+
+# What ping_frame() puts before 4 bytes of data: FIN and PING, length 4.
+PING_HEADER = ping_frame(b"0000")[:-4]
 
 
 class Keepalive:
@@ -95,13 +100,15 @@ class Keepalive:
                 self.check_pongs(pinged, time())
                 continue
             await self.sleep(max(0.0, next_round - time()))
-            # A fixed cadence, the rounds' own durations not adding up; but
-            # rounds that fell behind (a busy or blocked loop) are not made up
-            # for: the cadence restarts from now.
-            next_round = max(next_round, time()) + period
+            # A fixed cadence: the rounds' own durations do not add up.
+            next_round += period
             pinged = await self.ping_round(time)
             if pinged and self.timeout:
                 checks.append((time() + self.timeout, pinged))
+            if next_round < time():
+                # The round took longer than the period (a busy or blocked
+                # loop): rest a period rather than run rounds back to back.
+                next_round = time() + period
 
     async def ping_round(
         self, time: Callable[[], float] | None = None
@@ -109,10 +116,10 @@ class Keepalive:
         """Deal with each open connection; return those pinged."""
         time = time or asyncio.get_running_loop().time
         timeout, interval = self.timeout, self.interval
-        # Random, as websockets' own pings: a client must read a ping to
-        # answer it. The same for every connection: nothing made per ping.
-        data = os.urandom(4)
-        frame = ping_frame(data)
+        # Each connection's data is unpredictable, as websockets' own pings':
+        # a client must read its ping on that connection to answer it. Keyed
+        # hashes of one random key per round cost less than a random draw each.
+        key = os.urandom(16)
         pinged = []
         now = time()
         for number, connection in enumerate(list(self.connections())):
@@ -132,8 +139,12 @@ class Keepalive:
                 connection.close_soon(*CONNECTION_EXPIRED)
             elif not interval or (timeout and connection.ping_sent_at is not None):
                 continue
-            elif connection.send_keepalive_ping(frame, data, now):
-                pinged.append(connection)
+            else:
+                data = blake2b(
+                    id(connection).to_bytes(8, "little"), key=key, digest_size=4
+                ).digest()
+                if connection.send_keepalive_ping(PING_HEADER + data, data, now):
+                    pinged.append(connection)
         return pinged
 
     def check_pongs(self, pinged: list[SidecarConnection], now: float) -> None:
