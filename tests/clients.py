@@ -43,9 +43,16 @@ async def closed_with(websocket: ClientConnection, timeout: float = 10):
 
 
 def publish_like_the_publisher(
-    client: redis.Redis, channel: str, event: dict, history_size: int = 10_000
+    client: redis.Redis,
+    channel: str,
+    event: dict,
+    history_size: int = 10_000,
+    audience: str | None = None,
 ) -> str:
     """Publish an event as wsserver.publisher does; return its id.
+
+    ``audience``: its JSON (see wsserver.audience.encode_audience), for an
+    event with an audience.
 
     The same commands too (SCRIPT EXISTS, SCRIPT LOAD if need be, EVALSHA), so
     that the publisher's Redis ACL user may run it.
@@ -53,6 +60,8 @@ def publish_like_the_publisher(
     args = [json.dumps(event), history_size, channel]
     if isinstance(event.get("content_type_id"), int):
         args.append(event["content_type_id"])
+    if audience is not None:
+        args[3:] = [args[3] if len(args) > 3 else "", audience]
     script = client.register_script(PUBLISH_WITH_HISTORY)
     with client.pipeline(transaction=False) as pipeline:
         script(keys=[history_key(channel)], args=args, client=pipeline)

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 import wsserver.delivery
+from wsserver.audience import Audience
 from wsserver.delivery import MAX_CLOCK_SKEW, Delivery
-from wsserver.events import Event, InvalidEvent
+from wsserver.events import Event, InvalidEvent, content_type_audience
 from wsserver.routing import Permissions, Principal, Router
 
 
@@ -42,8 +43,11 @@ def writes(sends) -> dict[str, list[bytes]]:
     return result
 
 
+ct = content_type_audience
+
+
 def event(content_type: int, n: int, event_id: str | None = None) -> Event:
-    return Event(content_type, b'{"n":%d}' % n, event_id)
+    return Event(content_type_audience(content_type), b'{"n":%d}' % n, event_id)
 
 
 def test_the_core_does_no_io():
@@ -144,7 +148,12 @@ def test_unregister_forgets_everything_once():
 
 def test_resume_batches_are_bounded_and_filtered_as_access_is_at_each():
     delivery = delivery_with(resuming=principal("1", 7, 8))
-    missed = [(7, b"a" * 40), (8, b"b" * 40), (7, b"c" * 40), (8, b"d" * 40)]
+    missed = [
+        (ct(7), b"a" * 40),
+        (ct(8), b"b" * 40),
+        (ct(7), b"c" * 40),
+        (ct(8), b"d" * 40),
+    ]
     batches = delivery.resume_batches("resuming", missed, size=80)
     assert next(batches) == [b"a" * 40, b"b" * 40]
     # Access to content type 8 is withdrawn while the first batch is read.
@@ -155,7 +164,7 @@ def test_resume_batches_are_bounded_and_filtered_as_access_is_at_each():
 
 def test_resume_batches_stop_once_unregistered_and_skip_what_cannot_be_sent():
     delivery = delivery_with(resuming=principal("1", 7))
-    missed = [(7, b"x" * 101), (7, b"a"), (7, b"b")]
+    missed = [(ct(7), b"x" * 101), (ct(7), b"a"), (ct(7), b"b")]
     batches = delivery.resume_batches("resuming", missed, size=1)
     assert next(batches) == [b"a"]  # 101 bytes: more than max_buffer
     delivery.unregister("resuming")
@@ -166,10 +175,32 @@ def test_accept_refuses_what_no_client_could_be_sent():
     delivery = delivery_with()
     now = 1_700_000_000.0
     assert delivery.accept(b'{"content_type_id":1,"id":"1-0"}', now).id == "1-0"
-    with pytest.raises(InvalidEvent, match="more than WS_MAX_BUFFER"):
+    with pytest.raises(InvalidEvent, match="more than WS_MAX_EVENT_SIZE"):
         delivery.accept(b'{"content_type_id":1,"x":"' + b"x" * 100 + b'"}', now)
     future = int((now + MAX_CLOCK_SKEW + 1) * 1000)
     with pytest.raises(InvalidEvent, match="in the future"):
         delivery.accept(b'{"content_type_id":1,"id":"%d-0"}' % future, now)
     with pytest.raises(InvalidEvent):
         delivery.accept(b"[]", now)
+
+
+def test_addressed_events_reach_their_audience_and_resume_rechecks_it():
+    delivery = delivery_with(
+        alice=Principal("1", "alice", Permissions(), group_ids=frozenset({3})),
+        bob=Principal("2", "bob", Permissions(), codenames=frozenset({"a.b"})),
+        root=principal("3", everything=True),
+    )
+    to_alice = Event(Audience(users=frozenset({"1"})), b"1")
+    to_group = Event(Audience(groups=frozenset({3})), b"2")
+    by_permission = Event(Audience(permissions=frozenset({"a.b"})), b"3")
+    sends, _ = delivery.route([to_alice, to_group, by_permission])
+    assert writes(sends) == {
+        "alice": [b"1", b"2"],
+        "bob": [b"3"],
+        "root": [b"3"],
+    }
+    missed = [(e.audience, e.payload) for e in (to_alice, to_group, by_permission)]
+    # Alice left group 3 before resuming.
+    delivery.router.update("alice", Principal("1", "alice", Permissions()))
+    assert list(delivery.resume_batches("alice", missed, size=100)) == [[b"1"]]
+    assert list(delivery.resume_batches("root", missed, size=100)) == [[b"3"]]

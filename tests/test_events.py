@@ -4,13 +4,14 @@ import json
 
 import pytest
 
+from wsserver.audience import Audience
 from wsserver.events import InvalidEvent, event_id_key, parse_event, with_id
 
 
 def test_valid_event_keeps_the_payload_byte_for_byte():
     payload = b'{"model": "article",  "content_type_id": 7, "x": "\xc3\xa9"}'
     event = parse_event(payload)
-    assert event.content_type_id == 7
+    assert event.audience == Audience.of_content_type(7)
     assert event.payload is payload
 
 
@@ -85,3 +86,39 @@ def test_ids_are_parsed_and_inserted_first():
     assert payload == b'{"id":"12-0","content_type_id": 3}'
     assert parse_event(payload).id == "12-0"
     assert parse_event(b'{"content_type_id": 3}').id is None
+
+
+def test_an_addressed_event_keeps_only_the_event_for_clients():
+    event = b'{"id":"1-0","event":"export.ready","data":{"url":"/x"}}'
+    parsed = parse_event(b'@{"users":["7"],"groups":[3]}\n' + event)
+    assert parsed.payload == event
+    assert parsed.id == "1-0"
+    assert parsed.audience == Audience(users=frozenset({"7"}), groups=frozenset({3}))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b'@{"users":["7"]}',  # no event
+        b'@{"users":["7"]}\n',
+        b'@{"users":["7"]}\n[1]',
+        b'@{"users":["7"]}\n{"event":"x","id":"nope"}',
+        b'@{"users":[7]}\n{"event":"x"}',
+        b'@{}\n{"event":"x"}',
+        b'@{"all":true}\n{"event":"x"}',
+        b'@\n{"content_type_id":1}',
+        b'@{"users":["7"]}\n{"event":"\xff"}',
+    ],
+)
+def test_malformed_addressed_events_are_refused(message):
+    with pytest.raises(InvalidEvent):
+        parse_event(message)
+
+
+def test_the_event_size_bound_applies_to_what_clients_receive():
+    header = b'@{"users":["' + b"1" * 200 + b'"]}\n'
+    parse_event(header + b'{"event":"x"}', max_size=20)
+    with pytest.raises(InvalidEvent, match="WS_MAX_EVENT_SIZE"):
+        parse_event(header + b'{"event":"' + b"x" * 20 + b'"}', max_size=20)
+    with pytest.raises(InvalidEvent, match="WS_MAX_EVENT_SIZE"):
+        parse_event(b'{"content_type_id":1,"x":"' + b"x" * 20 + b'"}', max_size=20)

@@ -11,7 +11,7 @@ from websockets.protocol import State
 from wsserver.closes import CLIENT_TOO_SLOW
 from wsserver.counters import Counters
 from wsserver.delivery import Delivery
-from wsserver.events import Event
+from wsserver.events import Event, content_type_audience
 from wsserver.fanout import Fanout, text_frame
 from wsserver.routing import Permissions, Principal, Router
 
@@ -72,7 +72,7 @@ def setup(compression: bool, max_buffer: int = 100):
 @pytest.mark.parametrize("compression", [False, True])
 def test_deliveries_count_open_recipients_only(compression):
     fanout, _, connections, slow = setup(compression)
-    fanout._pending = [Event(1, b'{"a":1}')]
+    fanout._pending = [Event(content_type_audience(1), b'{"a":1}')]
     fanout.flush()
     assert fanout.counters.deliveries == 1
     expected = b'{"a":1}' if compression else text_frame(b'{"a":1}')
@@ -87,7 +87,9 @@ def test_deliveries_count_open_recipients_only(compression):
 def test_a_client_past_the_buffer_bound_is_dropped(compression, burst):
     fanout, router, connections, slow = setup(compression, max_buffer=100)
     for _ in range(4):
-        fanout._pending = [Event(1, b"x" * 30) for _ in range(burst)]
+        fanout._pending = [
+            Event(content_type_audience(1), b"x" * 30) for _ in range(burst)
+        ]
         fanout.flush()
     reader = connections["reader"]
     assert slow == [reader]
@@ -107,7 +109,7 @@ def test_write_keeps_the_bound_for_resumes():
 async def test_events_submitted_together_are_written_together():
     fanout, _, connections, _ = setup(False, max_buffer=10_000)
     for n in range(3):
-        fanout.submit(Event(1, b'{"n":%d}' % n))
+        fanout.submit(Event(content_type_audience(1), b'{"n":%d}' % n))
     await asyncio.sleep(0)
     assert connections["reader"].transport.written == [
         b"".join(text_frame(b'{"n":%d}' % n) for n in range(3))
@@ -119,7 +121,7 @@ def test_a_compressed_burst_stops_at_the_bound():
     # Each message goes through the connection's compressor: once one passes
     # the bound, the rest of the burst is not written, nor counted.
     fanout, router, connections, slow = setup(True, max_buffer=100)
-    fanout._pending = [Event(1, b"x" * 30) for _ in range(10)]
+    fanout._pending = [Event(content_type_audience(1), b"x" * 30) for _ in range(10)]
     fanout.flush()
     reader = connections["reader"]
     assert reader.transport.written == [b"x" * 30] * 4

@@ -9,8 +9,11 @@ import uuid
 import pytest
 import redis
 
+from wsserver.audience import Audience
 from wsserver.history import CHUNK, History
 from wsserver.wire import PUBLISH_WITH_HISTORY
+
+ct = Audience.of_content_type
 
 pytestmark = pytest.mark.e2e
 
@@ -65,7 +68,7 @@ async def test_the_stored_content_type_is_used_without_parsing(stream, redis_url
     client.xadd(key, {"event": '{"x": "é"}'.encode("latin-1"), "ct": b"1"})
     history = History(redis_url, key, limit=100)
     _, entries = await replayed(history, first)
-    assert [e.content_type_id for e in entries] == [5, 2, None, None, None]
+    assert [e.audience for e in entries] == [ct(5), ct(2), None, None, None]
     assert history.invalid_entries == 3
     await history.close()
 
@@ -99,4 +102,37 @@ async def test_more_than_the_limit_after_the_id_is_a_gap(stream, redis_url, extr
     # Exactly `limit` after it: replayed; one more: a gap.
     assert not (await history.plan(ids[extra - 1])).gap
     assert (await history.plan(ids[extra - 2])).gap
+    await history.close()
+
+
+async def test_addressed_entries_keep_their_audience(stream, redis_url):
+    client, key = stream
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(key + ":channel")
+    pubsub.get_message(timeout=5)  # the subscription is confirmed
+    first = append(client, key, {"content_type_id": 1}, 1)
+    audience = '{"users":["7"]}'
+    event = '{"event":"export.ready","data":null}'
+    args = [event, 100, key + ":channel", "", audience]
+    second = client.eval(PUBLISH_WITH_HISTORY, 1, key, *args).decode()
+    client.xadd(key, {"event": b'{"event":"x"}', "aud": b'{"everyone":true}'})
+    messages = []
+    deadline = time.monotonic() + 5
+    while len(messages) < 2 and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=1)
+        if message is not None:
+            messages.append(message)
+    pubsub.close()
+    assert messages[1]["data"] == (
+        b'@{"users":["7"]}\n{"id":"%s","event":"export.ready","data":null}'
+        % second.encode()
+    )
+    history = History(redis_url, key, limit=100)
+    _, entries = await replayed(history, first)
+    assert [e.audience for e in entries] == [
+        Audience(users=frozenset({"7"})),
+        None,  # an audience that does not parse is never widened: skipped
+    ]
+    assert entries[0].payload == messages[1]["data"].partition(b"\n")[2]
+    assert history.invalid_entries == 1
     await history.close()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from wsserver.events import Event
+from wsserver.events import Event, content_type_audience
 from wsserver.resume import HeldTooMany, Resumes
 
 
 def event(event_id: str | None) -> Event:
-    return Event(1, b"{}", event_id)
+    return Event(content_type_audience(1), b"{}", event_id)
 
 
 def test_a_held_connection_queues_its_events_until_released():

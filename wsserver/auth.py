@@ -70,6 +70,7 @@ class Authenticator:
         self.content_types = ContentTypeCache()
         self._permissions: dict[Permissions, Permissions] = {}
         self._group_ids: dict[frozenset[int], frozenset[int]] = {}
+        self._codenames: dict[frozenset[str], frozenset[str]] = {}
         self.User = get_user_model()
         # The field tokens pack: the pk, or SESAME_PRIMARY_KEY_FIELD.
         field_name = sesame_settings.PRIMARY_KEY_FIELD
@@ -280,6 +281,10 @@ class Authenticator:
             permissions=self.permissions_for(user, loaded.codenames),
             credentials=self.credentials(user),
             group_ids=_share(self._group_ids, frozenset(loaded.group_ids)),
+            codenames=_share(
+                self._codenames,
+                frozenset(f"{app}.{codename}" for app, codename in loaded.codenames),
+            ),
         )
 
     def credentials(self, user: Any) -> str:

@@ -448,6 +448,15 @@ SETTINGS: tuple[Setting, ...] = (
         _integer(1024),
     ),
     Setting(
+        "WS_MAX_EVENT_SIZE",
+        "65536",
+        "Largest event, in bytes as clients receive it, forwarded to them; "
+        "larger bus messages are skipped with a log line. Keep it equal to the "
+        "main site's WSSERVER_MAX_EVENT_SIZE. WS_MAX_BUFFER, if smaller, is the "
+        "limit instead.",
+        _integer(64),
+    ),
+    Setting(
         "WS_PING_INTERVAL",
         "20",
         "Seconds between keepalive pings; 'none' disables keepalive.",
@@ -629,6 +638,7 @@ class Config:
     max_connections: int
     max_connections_per_user: int
     max_buffer: int
+    max_event_size: int
     ping_interval: float | None
     ping_timeout: float | None
     shutdown_timeout: float

@@ -6,11 +6,12 @@ I/O layer (:mod:`wsserver.fanout`) only writes what this module decides and
 reports how much each connection has left to send.
 
 - **Live events** (:meth:`Delivery.route`): each event goes to the
-  connections the :class:`~wsserver.routing.Router` names for its content
-  type, except those whose resume holds or has already sent it (see
-  :mod:`wsserver.resume`). Events that arrive together (a bulk admin action)
-  are grouped so that each connection gets one write, and connections that
-  get the same events share that write's bytes.
+  connections the :class:`~wsserver.routing.Router` names for its audience
+  (see :mod:`wsserver.audience`), except those whose resume holds or has
+  already sent it (see :mod:`wsserver.resume`). Events that arrive
+  together (a bulk admin action) are grouped so that each connection gets
+  one write, and connections that get the same events share that write's
+  bytes.
 - **Slow clients** (:meth:`Delivery.too_slow`): a connection whose pending
   output passes ``max_buffer`` after a write has stopped reading. So has a
   held connection whose queue overflows. Either way it is unregistered and
@@ -18,7 +19,7 @@ reports how much each connection has left to send.
   with and without compression.
 - **Resumes** (:meth:`Delivery.resume_batches`): the missed events a resuming
   connection may see, in batches of bounded size, each filtered with the
-  user's permissions as they are when it is written.
+  user's access as it is when the batch is written.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import dataclasses
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from typing import Generic, TypeVar
 
+from .audience import MAX_AUDIENCE_SIZE, Audience
 from .events import Event, InvalidEvent, event_id_key, parse_event
 from .resume import HeldTooMany, Position, Resumes
 from .routing import Principal, Router
@@ -52,10 +54,19 @@ class Delivery(Generic[C]):
     """Decide every delivery of one process; hold no I/O object."""
 
     def __init__(
-        self, router: Router[C], *, max_buffer: int, max_held: int = 10_000
+        self,
+        router: Router[C],
+        *,
+        max_buffer: int,
+        max_event_size: int | None = None,
+        max_held: int = 10_000,
     ) -> None:
         self.router = router
         self.max_buffer = max_buffer
+        # The largest event (as clients receive it) forwarded.
+        self.max_event_size = (
+            max_buffer if max_event_size is None else min(max_event_size, max_buffer)
+        )
         self.resumes: Resumes[C] = Resumes(max_held)
 
     # Connections
@@ -76,12 +87,9 @@ class Delivery(Generic[C]):
     def accept(self, payload: bytes, now: float) -> Event:
         """Parse a bus message into an event that can be delivered, or raise
         :class:`~wsserver.events.InvalidEvent` (``now``: the Unix time)."""
-        if len(payload) > self.max_buffer:
-            raise InvalidEvent(
-                f"{len(payload)} bytes, more than WS_MAX_BUFFER: no client "
-                "could be sent it"
-            )
-        event = parse_event(payload)
+        if len(payload) > self.max_event_size + MAX_AUDIENCE_SIZE + 2:
+            raise InvalidEvent(f"{len(payload)} bytes, more than WS_MAX_EVENT_SIZE")
+        event = parse_event(payload, self.max_event_size)
         key = event_id_key(event.id)
         if key is not None and key[0] > (now + MAX_CLOCK_SKEW) * 1000:
             raise InvalidEvent(f"id {event.id} is in the future")
@@ -117,7 +125,7 @@ class Delivery(Generic[C]):
         return sends, overflowed
 
     def _recipients(self, event: Event, overflowed: list[C]) -> Iterable[C]:
-        recipients = self.router.recipients(event.content_type_id)
+        recipients = self.router.recipients(event.audience)
         resumes = self.resumes
         if not resumes:
             return recipients
@@ -166,30 +174,28 @@ class Delivery(Generic[C]):
             self.resumes.release(connection, position)
 
     def resume_batches(
-        self, connection: C, events: Sequence[tuple[int, bytes]], size: int
+        self, connection: C, events: Sequence[tuple[Audience, bytes]], size: int
     ) -> Iterator[list[bytes]]:
-        """Batches of the (content type, payload) events a resuming connection
+        """Batches of the (audience, payload) events a resuming connection
         may see, each about ``size`` bytes at most (one event at least).
 
-        Each batch is filtered with the user's permissions when the caller
+        Each batch is filtered with the user's access when the caller
         asks for it: writing and waiting for the client in between, a change
         of access applies to the next batch. Stops when the connection is
-        unregistered (revoked, too slow). Events larger than ``max_buffer``
+        unregistered (revoked, too slow). Events larger than ``max_event_size``
         could never be sent whole and are skipped.
         """
         start = 0
         while start < len(events):
             if connection not in self.router:
                 return
-            permissions = self.router.permissions(connection)
+            principal = self.router.principal(connection)
             batch: list[bytes] = []
             total = 0
             while start < len(events) and total < size:
-                content_type_id, payload = events[start]
+                audience, payload = events[start]
                 start += 1
-                if permissions.allows(content_type_id) and (
-                    len(payload) <= self.max_buffer
-                ):
+                if audience.allows(principal) and len(payload) <= self.max_event_size:
                     batch.append(payload)
                     total += len(payload)
             if batch:

@@ -1,6 +1,13 @@
 """Events read from the bus: validated, then forwarded exactly as received.
 
-The payload is never re-encoded: every recipient gets the bytes the main site
+Two kinds of bus message (see :mod:`wsserver.audience`):
+
+- an admin event: a JSON object with an integer ``content_type_id``, sent
+  to who may view or change that model;
+- an event with an audience: ``@<audience JSON>\n<event JSON>``, sent to
+  that audience; clients receive the event part only.
+
+The event is never re-encoded: every recipient gets the bytes the main site
 published, in a text frame.
 """
 
@@ -8,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+
+from .audience import ADDRESSED, Audience, InvalidAudience, parse_audience
 
 __all__ = [
     "Event",
@@ -24,41 +33,76 @@ class InvalidEvent(ValueError):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Event:
-    """A routable event: its content type, and its payload exactly as received."""
+    """A routable event: who may receive it, and its payload as clients get it."""
 
-    content_type_id: int
+    audience: Audience
     payload: bytes
     # The Redis Stream entry id the publisher gave it ("<ms>-<seq>"); None
     # for events published straight to the channel, which cannot be replayed.
     id: str | None = None
 
 
-def parse_event(payload: bytes | str) -> Event:
-    """Check that a bus message is a JSON object with an integer content_type_id."""
+# Admin events of a content type share one audience object.
+_by_content_type: dict[int, Audience] = {}
+
+
+def content_type_audience(content_type_id: int) -> Audience:
+    """The audience of an admin event of this content type (shared)."""
+    audience = _by_content_type.get(content_type_id)
+    if audience is None:
+        if len(_by_content_type) > 10_000:
+            _by_content_type.clear()
+        audience = _by_content_type[content_type_id] = Audience.of_content_type(
+            content_type_id
+        )
+    return audience
+
+
+def parse_event(payload: bytes | str, max_size: int | None = None) -> Event:
+    """Check a bus message: an admin event with an integer content_type_id, or
+    an event with a well-formed audience. ``max_size``: the largest payload
+    (as clients receive it) accepted."""
     if isinstance(payload, str):
-        text, payload = payload, payload.encode()
-    else:
-        # Clients receive the payload in a text frame: it must be UTF-8.
+        payload = payload.encode()
+    audience = None
+    if payload[:1] == ADDRESSED:
+        header, newline, payload = payload.partition(b"\n")
+        if not newline:
+            raise InvalidEvent("an audience but no event after it")
         try:
-            text = payload.decode()
-        except UnicodeDecodeError as exc:
-            raise InvalidEvent(f"not UTF-8: {exc}") from None
+            audience = parse_audience(header[1:])
+        except InvalidAudience as exc:
+            raise InvalidEvent(f"audience: {exc}") from None
+    if max_size is not None and len(payload) > max_size:
+        raise InvalidEvent(f"{len(payload)} bytes, more than WS_MAX_EVENT_SIZE")
+    data = _json_object(payload)
+    if audience is None:
+        content_type_id = data.get("content_type_id")
+        # bool is a subclass of int, and true is not a content type.
+        if type(content_type_id) is not int:
+            raise InvalidEvent(
+                f"content_type_id is {content_type_id!r}, expected an integer"
+            )
+        audience = content_type_audience(content_type_id)
+    event_id = data.get("id")
+    if event_id is not None and event_id_key(event_id) is None:
+        raise InvalidEvent(f"id is {event_id!r}, expected a stream id like '1-0'")
+    return Event(audience, payload, event_id)
+
+
+def _json_object(payload: bytes) -> dict:
+    # Clients receive the payload in a text frame: it must be UTF-8.
+    try:
+        text = payload.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"not UTF-8: {exc}") from None
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise InvalidEvent(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidEvent(f"not a JSON object but {type(data).__name__}")
-    content_type_id = data.get("content_type_id")
-    # bool is a subclass of int, and true is not a content type.
-    if type(content_type_id) is not int:
-        raise InvalidEvent(
-            f"content_type_id is {content_type_id!r}, expected an integer"
-        )
-    event_id = data.get("id")
-    if event_id is not None and event_id_key(event_id) is None:
-        raise InvalidEvent(f"id is {event_id!r}, expected a stream id like '1-0'")
-    return Event(content_type_id, payload, event_id)
+    return data
 
 
 # Redis Stream ids are two unsigned 64-bit integers: at most 20 digits each.

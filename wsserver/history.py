@@ -1,12 +1,13 @@
 """Read the events a resuming client missed from the Redis Stream.
 
 The publisher appends every event to ``<channel>:history`` (bounded) and
-publishes it, atomically, with the event's content type beside it in the
-entry (field ``ct``), so that replayed events are filtered without parsing
-them. A client that sends a ``last_event_id`` gets the entries after it, up to
-the newest entry when the resume starts, read in chunks; or it is told that
-some are gone (a gap), or that the id is unknown (one the stream never
-reached, e.g. from before Redis lost its data: also a gap).
+publishes it, atomically, with the event's content type (field ``ct``) or
+audience (field ``aud``) beside it in the entry, so that replayed events are
+filtered without parsing them. A client that sends a ``last_event_id`` gets
+the entries after it, up to the newest entry when the resume starts, read in
+chunks; or it is told that some are gone (a gap), or that the id is unknown
+(one the stream never reached, e.g. from before Redis lost its data: also a
+gap).
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from collections.abc import AsyncIterator
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from .events import InvalidEvent, event_id_key, parse_event, with_id
+from .audience import Audience, InvalidAudience, parse_audience
+from .events import (
+    InvalidEvent,
+    content_type_audience,
+    event_id_key,
+    parse_event,
+    with_id,
+)
 from .logs import mask_url
 
 __all__ = ["Entry", "History", "HistoryUnavailable", "Replay"]
@@ -36,10 +44,10 @@ class HistoryUnavailable(Exception):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Entry:
-    """One missed event: its id, content type (None if unknown) and payload."""
+    """One missed event: its id, audience (None: invalid, never sent) and payload."""
 
     id: str
-    content_type_id: int | None
+    audience: Audience | None
     payload: bytes  # with its "id", as live events have it
 
 
@@ -111,7 +119,7 @@ class History:
             if not raw:
                 return
             entries = [_entry(entry_id, fields) for entry_id, fields in raw]
-            invalid = sum(entry.content_type_id is None for entry in entries)
+            invalid = sum(entry.audience is None for entry in entries)
             if invalid:
                 self.invalid_entries += invalid
                 logger.warning("Skipped %d invalid entries of %s", invalid, self.key)
@@ -154,20 +162,28 @@ class History:
 
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
-    """An entry as it is sent; its content type is None if it must not be."""
+    """An entry as it is sent; its audience is None if it must not be."""
     event_id = entry_id.decode()
     event = fields.get(b"event", b"")
-    content_type = fields.get(b"ct")
+    return Entry(event_id, _audience(event, fields), with_id(event, event_id))
+
+
+def _audience(event: bytes, fields: dict[bytes, bytes]) -> Audience | None:
     if not _sendable(event):
-        content_type_id = None
-    elif content_type is not None and content_type.isdigit() and len(content_type) < 20:
-        content_type_id = int(content_type)
-    else:  # written before the publisher stored it, or by other code
+        return None
+    audience = fields.get(b"aud")
+    if audience is not None:
         try:
-            content_type_id = parse_event(event).content_type_id
-        except InvalidEvent:
-            content_type_id = None
-    return Entry(event_id, content_type_id, with_id(event, event_id))
+            return parse_audience(audience)
+        except InvalidAudience:
+            return None
+    content_type = fields.get(b"ct")
+    if content_type is not None and content_type.isdigit() and len(content_type) < 20:
+        return content_type_audience(int(content_type))
+    try:  # written before the publisher stored it, or by other code
+        return parse_event(event).audience
+    except InvalidEvent:
+        return None
 
 
 def _sendable(event: bytes) -> bool:

@@ -17,6 +17,7 @@ import json
 import logging
 from collections.abc import Callable
 
+from .audience import Audience
 from .closes import CLIENT_TOO_SLOW, TRY_AGAIN_LATER
 from .connection import SidecarConnection
 from .delivery import Delivery
@@ -69,7 +70,7 @@ class Resuming:
                         return
                     position = await self._replay(connection, last_event_id)
                     while held := self.fanout.take_held(connection, position):
-                        missed = [(e.content_type_id, e.payload) for e in held]
+                        missed = [(e.audience, e.payload) for e in held]
                         if not await self._send(connection, missed):
                             break
         except TimeoutError:
@@ -102,16 +103,16 @@ class Resuming:
             self.fanout.write(connection, [json.dumps(gap).encode()])
         async for entries in self.history.entries(replay):
             missed = [
-                (entry.content_type_id, entry.payload)
+                (entry.audience, entry.payload)
                 for entry in entries
-                if entry.content_type_id is not None
+                if entry.audience is not None
             ]
             if not await self._send(connection, missed):
                 break
         return replay.position
 
     async def _send(
-        self, connection: SidecarConnection, events: list[tuple[int, bytes]]
+        self, connection: SidecarConnection, events: list[tuple[Audience, bytes]]
     ) -> bool:
         """Write the batches the delivery core makes of these events, waiting
         for the client to read in between. False once the connection is

@@ -1,9 +1,14 @@
-"""The routing core: which connections receive an event of a given content type.
+"""The routing core: which connections receive an event, given its audience.
 
 Plain Python with no I/O: no asyncio, Django or Redis. Connections are opaque
-hashable objects. The index maps each content type to the connections whose
-user may see it, so routing an event costs in proportion to its recipients,
-not to the number of open connections.
+hashable objects. Indexes map each user, group, permission and content type
+to the connections in it, so routing an event costs in proportion to its
+recipients, not to the number of open connections: a personal event to one
+of 10,000 connections is one dictionary lookup.
+
+Permissions are indexed in two steps, since users share a few sets of them
+(roles) while each has dozens: connections by their set of permissions, and
+for each permission, the sets that include it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import dataclasses
 import itertools
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Generic, TypeVar
+
+from .audience import Audience
 
 __all__ = ["Permissions", "Principal", "Router"]
 
@@ -53,8 +60,11 @@ class Principal:
     # the signing key, so it tells nothing about them; kept out of repr().
     credentials: str = dataclasses.field(default="", repr=False)
     # The groups the user belongs to, whether or not they grant anything:
-    # who to recheck when a group changes.
+    # who to recheck when a group changes, and who receives a group's events.
     group_ids: frozenset[int] = frozenset()
+    # Every permission the user has, directly or through a group, as
+    # "app_label.codename" (shared like ``permissions``).
+    codenames: frozenset[str] = frozenset()
 
 
 class Router(Generic[C]):
@@ -69,6 +79,9 @@ class Router(Generic[C]):
         self._by_content_type: dict[int, set[C]] = {}
         self._everything: set[C] = set()
         self._by_user: dict[Hashable, set[C]] = {}
+        self._by_group: dict[int, set[C]] = {}
+        self._by_codenames: dict[frozenset[str], set[C]] = {}
+        self._codename_sets: dict[str, set[frozenset[str]]] = {}
 
     def __len__(self) -> int:
         return len(self._principals)
@@ -82,7 +95,7 @@ class Router(Generic[C]):
             raise ValueError("connection is already registered")
         self._principals[connection] = principal
         self._by_user.setdefault(principal.user_id, set()).add(connection)
-        self._index(connection, principal.permissions)
+        self._index(connection, principal)
 
     def remove(self, connection: C) -> Principal | None:
         """Stop routing events to a connection; return its principal (None if
@@ -90,7 +103,7 @@ class Router(Generic[C]):
         principal = self._principals.pop(connection, None)
         if principal is None:
             return None
-        self._unindex(connection, principal.permissions)
+        self._unindex(connection, principal)
         connections = self._by_user[principal.user_id]
         connections.discard(connection)
         if not connections:
@@ -103,13 +116,46 @@ class Router(Generic[C]):
         previous = self._principals[connection]
         if previous.user_id != principal.user_id:
             raise ValueError("a connection's user cannot change")
-        self._unindex(connection, previous.permissions)
+        self._unindex(connection, previous)
         self._principals[connection] = principal
-        self._index(connection, principal.permissions)
+        self._index(connection, principal)
 
-    def recipients(self, content_type_id: int) -> Iterator[C]:
-        """The connections that may see an event of this content type."""
-        # chain() iterates in C; a generator would resume once per delivery.
+    def recipients(self, audience: Audience) -> Iterable[C]:
+        """The connections in an audience, each once.
+
+        Iterating the result must end before any connection is added or
+        removed: it may be one of the router's own sets.
+        """
+        sources: list[Iterable[C]] = []
+        if audience.permissions or audience.content_types:
+            if self._everything:
+                sources.append(self._everything)
+            for codename in audience.permissions:
+                for codenames in self._codename_sets.get(codename, ()):
+                    sources.append(self._by_codenames[codenames])
+            for content_type_id in audience.content_types:
+                connections = self._by_content_type.get(content_type_id)
+                if connections:
+                    sources.append(connections)
+        for user_id in audience.users:
+            connections = self._by_user.get(user_id)
+            if connections:
+                sources.append(connections)
+        for group_id in audience.groups:
+            connections = self._by_group.get(group_id)
+            if connections:
+                sources.append(connections)
+        if len(sources) == 1:
+            return sources[0]
+        if not sources:
+            return ()
+        if _disjoint(audience):
+            # chain() iterates in C; a generator would resume once per delivery.
+            return itertools.chain.from_iterable(sources)
+        return set().union(*sources)
+
+    def recipients_of_content_type(self, content_type_id: int) -> Iterator[C]:
+        """The connections that may see an admin event of this content type."""
         return itertools.chain(
             self._everything, self._by_content_type.get(content_type_id, ())
         )
@@ -121,6 +167,13 @@ class Router(Generic[C]):
         return len(self._everything) + len(
             self._by_content_type.get(content_type_id, ())
         )
+
+    def count_audience(self, audience: Audience) -> int:
+        """How many connections are in an audience."""
+        recipients = self.recipients(audience)
+        if isinstance(recipients, set | frozenset):
+            return len(recipients)
+        return sum(1 for _ in recipients)
 
     def principal(self, connection: C) -> Principal:
         """The principal a connection was registered (or last updated) with."""
@@ -142,21 +195,71 @@ class Router(Generic[C]):
         """The users with at least one registered connection (a live view)."""
         return self._by_user.keys()
 
-    def _index(self, connection: C, permissions: Permissions) -> None:
+    def _index(self, connection: C, principal: Principal) -> None:
+        for group_id in principal.group_ids:
+            self._by_group.setdefault(group_id, set()).add(connection)
+        permissions = principal.permissions
         if permissions.everything:
+            # Superusers receive every permission and content type audience.
             self._everything.add(connection)
             return
+        codenames = principal.codenames
+        if codenames:
+            connections = self._by_codenames.get(codenames)
+            if connections is None:
+                connections = self._by_codenames[codenames] = set()
+                for codename in codenames:
+                    self._codename_sets.setdefault(codename, set()).add(codenames)
+            connections.add(connection)
         for content_type_id in permissions.content_type_ids:
             self._by_content_type.setdefault(content_type_id, set()).add(connection)
 
-    def _unindex(self, connection: C, permissions: Permissions) -> None:
+    def _unindex(self, connection: C, principal: Principal) -> None:
+        for group_id in principal.group_ids:
+            _discard(self._by_group, group_id, connection)
+        permissions = principal.permissions
         if permissions.everything:
             self._everything.discard(connection)
             return
+        codenames = principal.codenames
+        if codenames and _discard(self._by_codenames, codenames, connection):
+            for codename in codenames:
+                _discard(self._codename_sets, codename, codenames)
         for content_type_id in permissions.content_type_ids:
-            connections = self._by_content_type.get(content_type_id)
-            if connections is None:
-                continue
-            connections.discard(connection)
-            if not connections:
-                del self._by_content_type[content_type_id]
+            _discard(self._by_content_type, content_type_id, connection)
+
+
+def _discard(index: dict, key: Hashable, value: Hashable) -> bool:
+    """Remove ``value`` from the set at ``index[key]``, and the set once
+    empty; whether the set was removed."""
+    values = index.get(key)
+    if values is None:
+        return False
+    values.discard(value)
+    if values:
+        return False
+    del index[key]
+    return True
+
+
+def _disjoint(audience: Audience) -> bool:
+    """Whether the router's sources for this audience cannot overlap, so that
+    chaining them names each connection once.
+
+    Users: a connection has one user. One group, permission or content type:
+    superusers are indexed apart from the permission and content type sets,
+    and each connection is in one permission set.
+    """
+    kinds = [
+        kind
+        for kind in (
+            audience.users,
+            audience.groups,
+            audience.permissions,
+            audience.content_types,
+        )
+        if kind
+    ]
+    if len(kinds) != 1:
+        return False
+    return kinds[0] is audience.users or len(kinds[0]) == 1

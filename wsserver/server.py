@@ -68,7 +68,11 @@ class Sidecar:
         self.config = config
         self.counters = counters = Counters()
         self.router: Router[SidecarConnection] = Router()
-        self.delivery = Delivery(self.router, max_buffer=config.max_buffer)
+        self.delivery = Delivery(
+            self.router,
+            max_buffer=config.max_buffer,
+            max_event_size=config.max_event_size,
+        )
         self.fanout = Fanout(
             self.delivery, counters, compression=config.compression is not None
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 __all__ = [
     "PUBLISH_WITH_HISTORY",
     "acl_setuser",
+    "addressed",
     "control_channel",
     "glob_escape",
     "history_key",
@@ -28,20 +29,37 @@ def history_key(channel: str) -> str:
 
 # Append an event to the history stream and publish it, atomically, with the
 # stream entry's id inserted as the event's first field. KEYS[1]: the stream.
-# ARGV: the event (a JSON object), the stream's approximate maximum length,
-# the channel, and optionally the event's content type id, kept beside it in
-# the entry (field "ct") so that a resume filters entries without parsing them.
+# ARGV: the event (a compact JSON object, as clients receive it), the stream's
+# approximate maximum length, the channel, the event's content type id or ""
+# (an admin event: routed by it, kept in the entry as field "ct" so that a
+# resume filters entries without parsing them), and the event's audience or ""
+# (its JSON, see wsserver.audience: kept as field "aud", and published before
+# the event as "@<audience>\n<event>").
 PUBLISH_WITH_HISTORY = """
-local id
-if ARGV[4] then
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
-                  'event', ARGV[1], 'ct', ARGV[4])
-else
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[1])
+local fields = {'event', ARGV[1]}
+if ARGV[4] and ARGV[4] ~= '' then
+  fields[#fields + 1] = 'ct'
+  fields[#fields + 1] = ARGV[4]
 end
-redis.call('PUBLISH', ARGV[3], '{"id":"' .. id .. '",' .. string.sub(ARGV[1], 2))
+local audience = ARGV[5] or ''
+if audience ~= '' then
+  fields[#fields + 1] = 'aud'
+  fields[#fields + 1] = audience
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+local message = '{"id":"' .. id .. '",' .. string.sub(ARGV[1], 2)
+if audience ~= '' then
+  message = '@' .. audience .. '\\n' .. message
+end
+redis.call('PUBLISH', ARGV[3], message)
 return id
 """
+
+
+def addressed(audience: str, event: str) -> str:
+    """A bus message for an event with an audience, published without history
+    (so without an id): ``@<audience>\\n<event>``."""
+    return f"@{audience}\n{event}"
 
 
 # Redis ACL users with the least rights, one for each side. The commands are
