@@ -25,6 +25,8 @@ from websockets.asyncio.client import ClientConnection
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "example"
+# A site with django-guardian, for WSSERVER_MODELS (tests/guardiansite).
+GUARDIAN_SITE = ROOT / "tests" / "guardiansite" / "manage.py"
 SECRET_KEY = "e2e-test-secret-key-0123456789"
 # Tokens made once per module: the sidecars accept them for a day.
 LONG_LIVED = {"SESAME_MAX_AGE": "86400"}
@@ -48,9 +50,22 @@ def http_status(url: str) -> int | None:
 
 
 class MainSite:
-    """The example site on a given database: manage.py commands and runserver."""
+    """A main site on a given database: manage.py commands and runserver.
 
-    def __init__(self, database_url: str, redis_url: str, channel: str, **env: str):
+    The example site unless ``manage_py`` names another one's manage.py
+    (e.g. GUARDIAN_SITE); it must have ``seed_demo --password`` and
+    ``ws_token`` commands.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        redis_url: str,
+        channel: str,
+        manage_py: Path = EXAMPLE / "manage.py",
+        **env: str,
+    ):
+        self.manage_py = Path(manage_py)
         self.env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -62,19 +77,24 @@ class MainSite:
             "DEBUG": "0",
             **env,
         }
+        # Each site's manage.py names its settings (tests that set up Django
+        # in-process set this variable for their own).
+        if "DJANGO_SETTINGS_MODULE" not in env:
+            self.env.pop("DJANGO_SETTINGS_MODULE", None)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
+        self.seeded = ""  # what seed_demo printed
 
     def prepare(self) -> MainSite:
         """Create the tables and the demo users (see seed_demo)."""
         self.manage("migrate", "--noinput")
-        self.manage("seed_demo", "--password", PASSWORD)
+        self.seeded = self.manage("seed_demo", "--password", PASSWORD)
         return self
 
     def manage(self, *args: str, check: bool = True, **env: str) -> str:
         result = subprocess.run(
-            [sys.executable, str(EXAMPLE / "manage.py"), *args],
+            [sys.executable, str(self.manage_py), *args],
             env={**self.env, **env},
             capture_output=True,
             text=True,
@@ -94,7 +114,7 @@ class MainSite:
         self.process = subprocess.Popen(
             [
                 sys.executable,
-                str(EXAMPLE / "manage.py"),
+                str(self.manage_py),
                 "runserver",
                 "--noreload",
                 "--insecure",  # serve static files with DEBUG off

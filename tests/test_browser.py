@@ -4,11 +4,15 @@ A permitted user sees an admin change appear on the page; after the sidecar
 restarts the page reconnects by itself, is sent what it missed meanwhile and
 receives the next event; when it missed more than the history holds it is
 told so; a user without permission sees nothing, and once deactivated the
-page stops instead of retrying.
+page stops instead of retrying. An app event that the site publishes for one
+user (publish(), here through ``manage.py wsserver_publish``) reaches that
+user's onEvent callback, with its id as the resume position, and nobody
+else's; so does the notification the page's button asks the site for.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -21,6 +25,7 @@ from waiting import units
 pytestmark = pytest.mark.e2e
 
 EVENTS = "[...document.querySelectorAll('li.event')].map(li => li.textContent)"
+APP_EVENTS = "[...document.querySelectorAll('li.app-event')].map(li => li.textContent)"
 LOG = "[...document.querySelectorAll('#log li')].map(li => li.textContent)"
 STATUS = "document.getElementById('status')?.textContent"
 # The sidecar sends a resuming client at most this many missed events.
@@ -65,6 +70,22 @@ def page_for(site: MainSite, username: str) -> Chromium:
     chromium.open(site.url + "/")
     chromium.wait_for(f"{STATUS} === 'connected'")
     return chromium
+
+
+def probe(page: Chromium, sidecar: SidecarProcess) -> None:
+    """Connect wsserver.js once more from this page, recording what reaches
+    onEvent as it is (whatever the page itself renders) in window.received."""
+    page.evaluate(
+        "window.received = [];"
+        "import('/static/wsserver/wsserver.js').then(({ connect }) => {"
+        "  window.probe = connect({"
+        f"    url: {json.dumps(sidecar.url)},"
+        "    onEvent(event) { window.received.push(event); },"
+        "    onStatus(status) { window.probeStatus = status; },"
+        "  });"
+        "});"
+    )
+    page.wait_for("window.probeStatus === 'connected'")
 
 
 def restart(sidecar: SidecarProcess, page: Chromium, while_down) -> None:
@@ -149,3 +170,61 @@ def test_the_page_shows_events_and_survives_sidecar_restarts(live_site, sidecar,
     finally:
         alice.close()
         bob.close()
+
+
+def test_app_events_reach_only_their_user(live_site, sidecar):
+    site = live_site
+    alice = page_for(site, "alice")
+    dave = page_for(site, "dave")
+    try:
+        probe(alice, sidecar)
+        probe(dave, sidecar)
+        # Dave's event first: once Alice has hers, his was already routed
+        # (the sidecar handles bus messages in order), and not to her.
+        site.manage(
+            "wsserver_publish", "test.for-dave", "--data", '{"n":2}', "--user", "dave"
+        )
+        site.manage(
+            "wsserver_publish", "test.hello", "--data", '{"n":1}', "--user", "alice"
+        )
+        received = alice.wait_for("window.received.length && window.received")
+        [event] = received
+        assert list(event) == ["id", "event", "data"], event
+        assert event["event"] == "test.hello"
+        assert event["data"] == {"n": 1}
+        assert re.fullmatch(r"\d+-\d+", event["id"]), event
+        # The client resumes from app events too.
+        assert alice.evaluate("window.probe.lastEventId") == event["id"]
+
+        [event] = dave.wait_for("window.received.length && window.received")
+        assert (event["event"], event["data"]) == ("test.for-dave", {"n": 2})
+        assert dave.evaluate("window.probe.lastEventId") == event["id"]
+        assert alice.evaluate("window.received.length") == 1
+
+        # The page's own onEvent shows them too, each on its user's page.
+        assert alice.wait_for(f"{APP_EVENTS}.length && {APP_EVENTS}") == [
+            'test.hello {"n":1}'
+        ]
+        assert dave.wait_for(f"{APP_EVENTS}.length && {APP_EVENTS}") == [
+            'test.for-dave {"n":2}'
+        ]
+
+        # The page's button: the site's view publishes for its user only.
+        alice.evaluate("document.querySelector('#notify button').click()")
+        notification = "li.app-event[data-event='example.notification']"
+        text = alice.wait_for(f'document.querySelector("{notification}")?.textContent')
+        assert text.startswith("Hello alice,"), text
+        dave.evaluate("document.querySelector('#notify button').click()")
+        dave.wait_for(f'document.querySelector("{notification}") !== null')
+        # Dave's page has his notification only (Alice's came first).
+        texts = dave.evaluate(
+            f'[...document.querySelectorAll("{notification}")]'
+            ".map(li => li.textContent)"
+        )
+        assert [text.split(",")[0] for text in texts] == ["Hello dave"], texts
+        assert (
+            alice.evaluate(f'document.querySelectorAll("{notification}").length') == 1
+        )
+    finally:
+        alice.close()
+        dave.close()

@@ -117,8 +117,12 @@ def test_malformed_addressed_events_are_refused(message):
 
 def test_the_event_size_bound_applies_to_what_clients_receive():
     header = b'@{"users":["' + b"1" * 200 + b'"]}\n'
-    parse_event(header + b'{"event":"x"}', max_size=20)
+    event = b'{"event":"' + b"x" * 8 + b'"}'  # 20 bytes
+    # The publisher's limit is without the id: an event at the limit passes
+    # with the largest id inserted.
+    largest = f"{2**64 - 1}-{2**64 - 1}"
+    parse_event(header + with_id(event, largest), max_size=20)
     with pytest.raises(InvalidEvent, match="WS_MAX_EVENT_SIZE"):
-        parse_event(header + b'{"event":"' + b"x" * 20 + b'"}', max_size=20)
+        parse_event(header + with_id(b'{"event":"xxxxxxxxx"}', largest), max_size=20)
     with pytest.raises(InvalidEvent, match="WS_MAX_EVENT_SIZE"):
-        parse_event(b'{"content_type_id":1,"x":"' + b"x" * 20 + b'"}', max_size=20)
+        parse_event(b'{"content_type_id":1,"x":"' + b"x" * 60 + b'"}', max_size=20)

@@ -1,7 +1,8 @@
 """The publisher app inside the example site, in-process, with a real Redis.
 
 Django is set up in this process with the example site's settings on a fresh
-SQLite database; no other test module sets up Django in-process.
+SQLite database, once for the session (setup_example_site): test_publish_api
+shares it; no other test module sets up Django in-process.
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ from waiting import units
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def django_site(tmp_path_factory, redis_url):
+_set_up = False
+
+
+def setup_example_site(tmp_path_factory) -> None:
+    """Set up Django in this process with the example site, on a fresh SQLite
+    database with the demo users (password "pw"): once for the session."""
+    global _set_up
+    if _set_up:
+        return
     os.environ.update(
         DJANGO_SETTINGS_MODULE="exampleproject.settings",
         DATABASE_URL=f"sqlite:///{tmp_path_factory.mktemp('publisher')}/db.sqlite3",
@@ -37,6 +45,12 @@ def django_site(tmp_path_factory, redis_url):
     setup_test_environment()
     call_command("migrate", verbosity=0)
     call_command("seed_demo", password="pw", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    _set_up = True
+
+
+@pytest.fixture(scope="module")
+def django_site(tmp_path_factory, redis_url):
+    setup_example_site(tmp_path_factory)
     return redis_url
 
 

@@ -29,7 +29,7 @@ from collections.abc import Hashable, Iterable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 from .audience import MAX_AUDIENCE_SIZE, Audience
-from .events import Event, InvalidEvent, event_id_key, parse_event
+from .events import ID_FIELD_SIZE, Event, InvalidEvent, event_id_key, parse_event
 from .resume import HeldTooMany, Position, Resumes
 from .routing import Principal, Router
 
@@ -87,7 +87,7 @@ class Delivery(Generic[C]):
     def accept(self, payload: bytes, now: float) -> Event:
         """Parse a bus message into an event that can be delivered, or raise
         :class:`~wsserver.events.InvalidEvent` (``now``: the Unix time)."""
-        if len(payload) > self.max_event_size + MAX_AUDIENCE_SIZE + 2:
+        if len(payload) > self.max_event_size + ID_FIELD_SIZE + MAX_AUDIENCE_SIZE + 2:
             raise InvalidEvent(f"{len(payload)} bytes, more than WS_MAX_EVENT_SIZE")
         event = parse_event(payload, self.max_event_size)
         key = event_id_key(event.id)
@@ -185,6 +185,7 @@ class Delivery(Generic[C]):
         unregistered (revoked, too slow). Events larger than ``max_event_size``
         could never be sent whole and are skipped.
         """
+        largest = self.max_event_size + ID_FIELD_SIZE  # as accept() allows
         start = 0
         while start < len(events):
             if connection not in self.router:
@@ -195,7 +196,7 @@ class Delivery(Generic[C]):
             while start < len(events) and total < size:
                 audience, payload = events[start]
                 start += 1
-                if audience.allows(principal) and len(payload) <= self.max_event_size:
+                if audience.allows(principal) and len(payload) <= largest:
                     batch.append(payload)
                     total += len(payload)
             if batch:

@@ -73,7 +73,9 @@ def parse_event(payload: bytes | str, max_size: int | None = None) -> Event:
             audience = parse_audience(header[1:])
         except InvalidAudience as exc:
             raise InvalidEvent(f"audience: {exc}") from None
-    if max_size is not None and len(payload) > max_size:
+    # The publisher's limit is on the event without its "id" (the Redis
+    # Stream gives it on publishing): allow for it.
+    if max_size is not None and len(payload) > max_size + ID_FIELD_SIZE:
         raise InvalidEvent(f"{len(payload)} bytes, more than WS_MAX_EVENT_SIZE")
     data = _json_object(payload)
     if audience is None:
@@ -108,6 +110,8 @@ def _json_object(payload: bytes) -> dict:
 # Redis Stream ids are two unsigned 64-bit integers: at most 20 digits each.
 MAX_ID_PART = 2**64 - 1
 MAX_ID_LENGTH = 2 * len(str(MAX_ID_PART)) + 1
+# The most that inserting '"id":"<id>",' adds to an event.
+ID_FIELD_SIZE = len('"id":"",') + MAX_ID_LENGTH
 
 
 def event_id_key(event_id: object) -> tuple[int, int] | None:

@@ -3,6 +3,8 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import TemplateView
 
+from . import views
+
 urlpatterns = [
     path(
         "",
@@ -11,6 +13,7 @@ urlpatterns = [
             extra_context={"websocket_url": settings.WSSERVER_WEBSOCKET_URL},
         ),
     ),
+    path("notify/", views.notify, name="notify"),
     path("admin/", admin.site.urls),
     path("wsserver/", include("wsserver.publisher.urls")),
 ]

@@ -9,6 +9,8 @@ class PublisherConfig(AppConfig):
     verbose_name = "wsserver publisher"
 
     def ready(self) -> None:
-        from . import signals
+        from . import changes, signals
 
         signals.connect()
+        # Checks WSSERVER_MODELS: ImproperlyConfigured names a bad entry.
+        changes.connect()

@@ -28,3 +28,9 @@ def publish_timeout() -> float:
 def history_size() -> int:
     """Events kept in the Redis Stream for resuming clients; 0: none."""
     return int(getattr(settings, "WSSERVER_HISTORY_SIZE", 10_000))
+
+
+def max_event_size() -> int:
+    """WSSERVER_MAX_EVENT_SIZE: the largest event (its JSON as clients receive
+    it, without the id, in UTF-8 bytes) that is published."""
+    return int(getattr(settings, "WSSERVER_MAX_EVENT_SIZE", 65_536))

@@ -27,5 +27,6 @@ def event_for(entry: LogEntry) -> dict | None:
 
 
 def serialize(event: dict) -> str:
-    """An event as the JSON text published: non-ASCII kept, other values as str()."""
-    return json.dumps(event, ensure_ascii=False, default=str)
+    """An event as the compact JSON text published: non-ASCII kept, values
+    that JSON has no type for as str() (publish() refuses those beforehand)."""
+    return json.dumps(event, ensure_ascii=False, default=str, separators=(",", ":"))

@@ -5,6 +5,13 @@ actions go through ``LogEntryManager.log_actions()``, which uses
 ``bulk_create()`` and sends no signal; wrapping that method catches them. An
 entry carries a mark once published so that it is never published twice.
 
+An entry for a model listed in ``WSSERVER_MODELS`` with an audience callable
+goes to the callable's audience, computed from the logged object (still in
+the database when the admin logs a deletion: it logs first), not to the
+model's: per-object rules hold in the admin too. An entry of such a model
+whose object cannot be read is not published (and logged). See
+:mod:`.changes`, which publishes the changes made outside the admin.
+
 Changes to users, group memberships and permissions send control messages
 (see :mod:`wsserver.control`) so that every sidecar rechecks the connections
 concerned: a deactivated user is disconnected, a lost permission stops the
@@ -14,37 +21,130 @@ read before they disappear.
 
 from __future__ import annotations
 
+import contextvars
 import functools
+import logging
 
-from django.contrib.admin.models import LogEntry, LogEntryManager
+from django.contrib.admin.models import DELETION, LogEntry, LogEntryManager
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.db import models, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save, pre_delete
 
-from .publishing import publish_control_on_commit, publish_on_commit
+from . import changes
+from .events import event_for
+from .publishing import Outgoing, publish_control_on_commit, send
+
+logger = logging.getLogger("wsserver.publisher")
 
 PUBLISHED = "_wsserver_published"
+
+# True while log_actions() runs: its entries are published by its wrapper,
+# which knows their objects.
+_in_log_actions: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "wsserver_in_log_actions", default=False
+)
 
 
 def on_log_entry_saved(sender, instance: LogEntry, created: bool, using: str, **kwargs):
     """A new LogEntry: publish it after the commit, unless it already was."""
-    if created and not getattr(instance, PUBLISHED, False):
-        setattr(instance, PUBLISHED, True)
-        publish_on_commit([instance], using=using)
+    if not created or getattr(instance, PUBLISHED, False) or _in_log_actions.get():
+        return
+    setattr(instance, PUBLISHED, True)
+    obj = _edited_object(instance)
+    if obj is not None:
+        changes.logged_by_admin(type(obj), obj.pk)
+    publish_on_commit([(instance, obj)], using=using)
+
+
+def _edited_object(entry: LogEntry) -> models.Model | None:
+    """The object of an entry saved outside log_actions(), if its model is
+    listed with an audience callable (else not needed: None)."""
+    if entry.content_type_id is None:
+        return None
+    model = entry.content_type.model_class()
+    listed = model and changes.listed_for(model)
+    if listed is None or listed.audience is None:
+        return None
+    try:
+        return entry.get_edited_object()
+    except Exception:
+        return None
+
+
+def publish_on_commit(
+    entries: list[tuple[LogEntry, models.Model | None]], using: str | None = None
+) -> None:
+    """Publish these entries (with their objects, when known) after the commit.
+
+    The payloads are built now, while the entries' related rows are readable.
+    The audience of a listed model's callable is computed now for deletions
+    (the rows go next) and after the commit otherwise, as for changes made
+    outside the admin.
+    """
+    ready: list[Outgoing] = []
+    later: list[tuple[changes.Listed, models.Model, str, dict]] = []
+    for entry, obj in entries:
+        event = event_for(entry)
+        if event is None:
+            continue
+        model = entry.content_type.model_class()
+        listed = model and changes.listed_for(model)
+        if listed is None or listed.audience is None:
+            ready.append(Outgoing(event, content_type_id=event["content_type_id"]))
+        elif obj is None:
+            logger.error(
+                "cannot read the object of the admin's log entry %s (%s %r): "
+                "not published, since its WSSERVER_MODELS audience needs it",
+                entry.pk,
+                listed.label,
+                entry.object_id,
+            )
+        elif entry.action_flag == DELETION:
+            if outgoing := listed.outgoing(obj, event["action"], event):
+                ready.append(outgoing)
+        else:
+            later.append((listed, obj, event["action"], event))
+    if not (ready or later):
+        return
+
+    def send_them() -> None:
+        messages = ready + [
+            outgoing
+            for listed, obj, action, event in later
+            if (outgoing := listed.outgoing(obj, action, event))
+        ]
+        if messages:
+            send(messages)
+
+    transaction.on_commit(send_them, using=using)
 
 
 def _publishing_log_actions(log_actions):
     @functools.wraps(log_actions)
-    def wrapper(self, *args, **kwargs):
-        result = log_actions(self, *args, **kwargs)
+    def wrapper(self, user_id, queryset, *args, **kwargs):
+        # Evaluated once: a QuerySet keeps its results for log_actions().
+        objects = list(queryset)
+        if not isinstance(queryset, models.QuerySet):
+            queryset = objects
+        token = _in_log_actions.set(True)
+        try:
+            result = log_actions(self, user_id, queryset, *args, **kwargs)
+        finally:
+            _in_log_actions.reset(token)
         entries = result if isinstance(result, list) else [result]
-        unpublished = [
-            entry
-            for entry in entries
-            if isinstance(entry, LogEntry) and not getattr(entry, PUBLISHED, False)
-        ]
-        for entry in unpublished:
-            setattr(entry, PUBLISHED, True)
+        by_key = {}
+        for obj in objects:
+            by_key[(type(obj), str(obj.pk))] = obj
+            changes.logged_by_admin(type(obj), obj.pk)
+        unpublished = []
+        for entry in entries:
+            if isinstance(entry, LogEntry) and not getattr(entry, PUBLISHED, False):
+                setattr(entry, PUBLISHED, True)
+                model = (
+                    entry.content_type.model_class() if entry.content_type_id else None
+                )
+                unpublished.append((entry, by_key.get((model, str(entry.object_id)))))
         publish_on_commit(unpublished, using=self.db)
         return result
 

@@ -13,6 +13,26 @@
  *   });
  *   notifications.close();
  *
+ * One callback, onEvent, receives every event, of either shape:
+ *
+ *   - app events, sent by the site's publish("export.ready", data, ...):
+ *     {"id": "1795571796178-1", "event": "export.ready", "data": {...}},
+ *     told apart by their "event" field (the name given to publish());
+ *   - admin and model-change events (the admin's LogEntry, WSSERVER_MODELS):
+ *     {"id": ..., "action": "addition", "model": ..., "object": ...,
+ *      "object_id": ..., "content_type_id": ..., "user": ..., ...},
+ *     told apart by their "action" field.
+ *
+ *   onEvent(event) {
+ *     if (event.event === "export.ready") showDownload(event.data.url);
+ *     else if (event.action) refreshList(event.model);
+ *   }
+ *
+ * Protocol messages have a "type" field and never reach onEvent: a
+ * "resume_gap" goes to onGap, any other type is ignored. Every event's "id"
+ * (there is none when the site keeps no history) is the position it resumes
+ * from, whatever its shape.
+ *
  * Before every connection it fetches a fresh token (tokens are short-lived,
  * and die with a revocation), so it never retries with a refused token. When
  * the token view says the user is logged out (401), it stops. After any other
@@ -91,10 +111,16 @@ export function connect({
       } catch {
         return;
       }
-      if (message.type === "resume_gap") {
-        onGap(message);
+      if (message === null || typeof message !== "object" || Array.isArray(message)) {
         return;
       }
+      if (typeof message.type === "string") {
+        // A protocol message, never an event.
+        if (message.type === "resume_gap") onGap(message);
+        return;
+      }
+      // An app event ("event", "data") or an admin/model-change event
+      // ("action", ...): both resume from their id.
       if (typeof message.id === "string") lastEventId = message.id;
       onEvent(message);
     };
