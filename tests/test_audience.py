@@ -71,6 +71,9 @@ def test_non_ascii_user_ids_stay_on_one_line():
         b'{"permissions":[".x"]}',
         b'{"permissions":[3]}',
         b"[" * 100_000,
+        '{"users":["7"]}'.encode("utf-16"),
+        '{"users":["7"]}'.encode("utf-16-le"),
+        '{"users":["7"]}'.encode("utf-32"),
     ],
 )
 def test_malformed_audiences_are_refused(text):

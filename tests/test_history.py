@@ -115,7 +115,9 @@ async def test_addressed_entries_keep_their_audience(stream, redis_url):
     event = '{"event":"export.ready","data":null}'
     args = [event, 100, key + ":channel", "", audience]
     second = client.eval(PUBLISH_WITH_HISTORY, 1, key, *args).decode()
-    client.xadd(key, {"event": b'{"event":"x"}', "aud": b'{"everyone":true}'})
+    client.xadd(key, {"aevent": b'{"event":"x"}', "aud": b'{"everyone":true}'})
+    # An addressed event kept as "event" is never sent (see wire.py).
+    client.xadd(key, {"event": b'{"event":"x"}', "aud": b'{"users":["7"]}'})
     messages = []
     deadline = time.monotonic() + 5
     while len(messages) < 2 and time.monotonic() < deadline:
@@ -132,7 +134,10 @@ async def test_addressed_entries_keep_their_audience(stream, redis_url):
     assert [e.audience for e in entries] == [
         Audience(users=frozenset({"7"})),
         None,  # an audience that does not parse is never widened: skipped
+        None,
     ]
     assert entries[0].payload == messages[1]["data"].partition(b"\n")[2]
-    assert history.invalid_entries == 1
+    assert history.invalid_entries == 2
+    fields = client.xrange(key, second, second)[0][1]
+    assert fields == {b"aevent": event.encode(), b"aud": audience.encode()}
     await history.close()

@@ -455,8 +455,8 @@ def test_a_log_entry_made_outside_the_admin_goes_to_the_callables_audience(
     [saved, logged] = history()
     audience = encode_audience(users=[str(ids["users"]["alice"])])
     assert saved["aud"] == logged["aud"] == audience
-    assert json.loads(logged["event"])["user"] == "admin"
-    assert json.loads(logged["event"])["action"] == "change"
+    assert json.loads(logged["aevent"])["user"] == "admin"
+    assert json.loads(logged["aevent"])["action"] == "change"
     # The entry of an object that cannot be read is not published at all.
     assert "cannot read the object of the admin's log entry" in result.stderr
 

@@ -107,7 +107,7 @@ def expected(bus: Bus, audience: str, event: str, data) -> bytes:
     )
     # The stream entry: the event without id, and its audience beside it.
     assert fields == {
-        b"event": json.dumps(
+        b"aevent": json.dumps(
             {"event": event, "data": data}, separators=(",", ":"), ensure_ascii=False
         ).encode(),
         b"aud": audience.encode(),

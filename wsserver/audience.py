@@ -136,7 +136,8 @@ def parse_audience(text: bytes | str) -> Audience:
     if len(text) > MAX_AUDIENCE_SIZE:
         raise InvalidAudience(f"{len(text)} bytes, more than {MAX_AUDIENCE_SIZE}")
     try:
-        data = json.loads(text)
+        # Decoded first: json.loads() would take UTF-16 and UTF-32 bytes too.
+        data = json.loads(text.decode() if isinstance(text, bytes) else text)
     except (ValueError, RecursionError) as exc:
         raise InvalidAudience(f"not JSON: {exc}") from None
     if not isinstance(data, dict):

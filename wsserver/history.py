@@ -2,12 +2,12 @@
 
 The publisher appends every event to ``<channel>:history`` (bounded) and
 publishes it, atomically, with the event's content type (field ``ct``) or
-audience (field ``aud``) beside it in the entry, so that replayed events are
-filtered without parsing them. A client that sends a ``last_event_id`` gets
-the entries after it, up to the newest entry when the resume starts, read in
-chunks; or it is told that some are gone (a gap), or that the id is unknown
-(one the stream never reached, e.g. from before Redis lost its data: also a
-gap).
+audience (field ``aud``, the event then being ``aevent``) beside it in the
+entry, so that replayed events are filtered without parsing them. A client
+that sends a ``last_event_id`` gets the entries after it, up to the newest
+entry when the resume starts, read in chunks; or it is told that some are
+gone (a gap), or that the id is unknown (one the stream never reached, e.g.
+from before Redis lost its data: also a gap).
 """
 
 from __future__ import annotations
@@ -164,8 +164,33 @@ class History:
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     """An entry as it is sent; its audience is None if it must not be."""
     event_id = entry_id.decode()
-    event = fields.get(b"event", b"")
+    # An event with an audience is kept as "aevent" (see wire.py), and only
+    # with its audience.
+    event = fields.get(b"aevent" if b"aud" in fields else b"event", b"")
     return Entry(event_id, _audience(event, fields), with_id(event, event_id))
+
+
+# Audiences parsed for replays, by their JSON: every resuming connection
+# reads the same entries, and a large audience takes milliseconds to parse.
+_parsed: dict[bytes, Audience | None] = {}
+_parsed_size = 0
+MAX_PARSED_SIZE = 8 << 20
+
+
+def _parsed_audience(text: bytes) -> Audience | None:
+    global _parsed_size
+    if text in _parsed:
+        return _parsed[text]
+    try:
+        audience = parse_audience(text)
+    except InvalidAudience:
+        audience = None
+    if _parsed_size + len(text) > MAX_PARSED_SIZE:
+        _parsed.clear()
+        _parsed_size = 0
+    _parsed[text] = audience
+    _parsed_size += len(text)
+    return audience
 
 
 def _audience(event: bytes, fields: dict[bytes, bytes]) -> Audience | None:
@@ -173,10 +198,7 @@ def _audience(event: bytes, fields: dict[bytes, bytes]) -> Audience | None:
         return None
     audience = fields.get(b"aud")
     if audience is not None:
-        try:
-            return parse_audience(audience)
-        except InvalidAudience:
-            return None
+        return _parsed_audience(audience)
     content_type = fields.get(b"ct")
     if content_type is not None and content_type.isdigit() and len(content_type) < 20:
         return content_type_audience(int(content_type))

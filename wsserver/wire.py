@@ -34,17 +34,20 @@ def history_key(channel: str) -> str:
 # (an admin event: routed by it, kept in the entry as field "ct" so that a
 # resume filters entries without parsing them), and the event's audience or ""
 # (its JSON, see wsserver.audience: kept as field "aud", and published before
-# the event as "@<audience>\n<event>").
+# the event as "@<audience>\n<event>"). An event with an audience is kept as
+# field "aevent", not "event": a sidecar older than audiences, which would
+# replay it to the content type's viewers, finds no event and skips it.
 PUBLISH_WITH_HISTORY = """
-local fields = {'event', ARGV[1]}
+local audience = ARGV[5] or ''
+local fields
+if audience ~= '' then
+  fields = {'aevent', ARGV[1], 'aud', audience}
+else
+  fields = {'event', ARGV[1]}
+end
 if ARGV[4] and ARGV[4] ~= '' then
   fields[#fields + 1] = 'ct'
   fields[#fields + 1] = ARGV[4]
-end
-local audience = ARGV[5] or ''
-if audience ~= '' then
-  fields[#fields + 1] = 'aud'
-  fields[#fields + 1] = audience
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
 local message = '{"id":"' .. id .. '",' .. string.sub(ARGV[1], 2)
