@@ -26,7 +26,7 @@ def guardian(instance: models.Model, action: str) -> dict:
     """
     from guardian.shortcuts import get_groups_with_perms, get_users_with_perms
 
-    codename = f"view_{instance._meta.model_name}"
+    codename = f"view_{instance._meta.concrete_model._meta.model_name}"
     users = get_users_with_perms(
         instance,
         only_with_perms_in=[codename],

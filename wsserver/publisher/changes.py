@@ -103,17 +103,26 @@ class Listed:
         from .publishing import resolve_audience
 
         assert self.audience is not None
+        using = instance._state.db or "default"
         try:
-            keywords = self.audience(instance, action)
-            if not keywords or not any(keywords.values()):
-                logger.debug(
-                    "no audience for the %s of %s %r: not published",
-                    action,
-                    self.label,
-                    instance.pk,
-                )
-                return None
-            return resolve_audience(**keywords)
+            # A savepoint: a failed query of the callable must not abort the
+            # caller's transaction (PostgreSQL).
+            atomic = (
+                transaction.atomic(using=using)
+                if transaction.get_connection(using).in_atomic_block
+                else contextlib.nullcontext()
+            )
+            with atomic:
+                keywords = self.audience(instance, action)
+                if not keywords or not any(keywords.values()):
+                    logger.debug(
+                        "no audience for the %s of %s %r: not published",
+                        action,
+                        self.label,
+                        instance.pk,
+                    )
+                    return None
+                return resolve_audience(**keywords)
         except Exception:
             logger.exception(
                 "the WSSERVER_MODELS audience of %s failed for the %s of %r "
@@ -220,6 +229,17 @@ class AdminScope:
     def __init__(self) -> None:
         self.logged: set[tuple[type[models.Model], str]] = set()
         self.pending: dict[tuple[type[models.Model], str], list[Pending]] = {}
+        # Events whose commit came while the view runs (autocommit: at once):
+        # sent when it returns, unless the admin logged their object meanwhile.
+        self.active = True
+        self.ready: list = []
+
+    def close(self) -> None:
+        self.active = False
+        ready, self.ready = self.ready, []
+        for pending, send_it in ready:
+            if not pending.cancelled:
+                send_it()
 
     def log(self, key: tuple[type[models.Model], str]) -> None:
         self.logged.add(key)
@@ -256,11 +276,15 @@ def _admin_view(view):
             return view(self, request, *args, **kwargs)
         scope_token = _admin_scope.set(AdminScope())
         user_token = _user.set(getattr(request, "user", None))
+        scope = _admin_scope.get()
         try:
             return view(self, request, *args, **kwargs)
         finally:
-            _user.reset(user_token)
-            _admin_scope.reset(scope_token)
+            try:
+                scope.close()
+            finally:
+                _user.reset(user_token)
+                _admin_scope.reset(scope_token)
 
     wrapper.wsserver_admin_scope = True
     return wrapper
@@ -269,9 +293,38 @@ def _admin_view(view):
 ADMIN_VIEWS = ("changeform_view", "delete_view", "changelist_view")
 
 
+def _scoped(view):
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if _admin_scope.get() is not None:
+            return view(request, *args, **kwargs)
+        scope_token = _admin_scope.set(AdminScope())
+        user_token = _user.set(getattr(request, "user", None))
+        scope = _admin_scope.get()
+        try:
+            return view(request, *args, **kwargs)
+        finally:
+            try:
+                scope.close()
+            finally:
+                _user.reset(user_token)
+                _admin_scope.reset(scope_token)
+
+    return wrapper
+
+
 def wrap_admin_views() -> None:
     """Wrap the ModelAdmin views that log changes; calling it again is harmless."""
-    from django.contrib.admin import ModelAdmin
+    from django.contrib.admin import AdminSite, ModelAdmin
+
+    original = AdminSite.admin_view
+    if not getattr(original, "wsserver_admin_scope", False):
+
+        def admin_view(self, view, cacheable=False):
+            return original(self, _scoped(view), cacheable)
+
+        admin_view.wsserver_admin_scope = True
+        AdminSite.admin_view = admin_view
 
     for name in ADMIN_VIEWS:
         view = getattr(ModelAdmin, name)
@@ -296,10 +349,17 @@ def on_commit_resolved(
     """Send the event after the commit, its audience resolved then; unless
     the returned Pending is cancelled meanwhile."""
     pending = Pending()
+    scope = _admin_scope.get()
 
-    def send_it() -> None:
+    def send_now() -> None:
         if not pending.cancelled:
             _send([listed.outgoing(instance, action, event)])
+
+    def send_it() -> None:
+        if scope is not None and scope.active:
+            scope.ready.append((pending, send_now))
+        else:
+            send_now()
 
     transaction.on_commit(send_it, using=using)
     return pending
@@ -350,11 +410,27 @@ def connect() -> None:
     global _listed
     _listed = load(getattr(settings, "WSSERVER_MODELS", None))
     wrap_admin_views()
+    for signal in (post_save, pre_delete, post_delete):
+        signal.disconnect(dispatch_uid="wsserver.models")
+    for model in _delete_senders:
+        for signal in (pre_delete, post_delete):
+            signal.disconnect(sender=model, dispatch_uid="wsserver.models")
+    _delete_senders.clear()
     if not _listed:
-        for signal in (post_save, pre_delete, post_delete):
-            signal.disconnect(dispatch_uid="wsserver.models")
         return
-    # Every model's signals, filtered by a dict lookup: saves of proxies too.
+    # Saves: every model's signal, filtered by a dict lookup (a save has no
+    # fast path to lose). Deletes: the listed models and their proxies only,
+    # so that every other model keeps Django's fast delete.
     post_save.connect(on_saved, dispatch_uid="wsserver.models")
-    pre_delete.connect(on_deleting, dispatch_uid="wsserver.models")
-    post_delete.connect(on_deleted, dispatch_uid="wsserver.models")
+    for model in apps.get_models():
+        if listed_for(model) is not None:
+            pre_delete.connect(
+                on_deleting, sender=model, dispatch_uid="wsserver.models"
+            )
+            post_delete.connect(
+                on_deleted, sender=model, dispatch_uid="wsserver.models"
+            )
+            _delete_senders.append(model)
+
+
+_delete_senders: list = []

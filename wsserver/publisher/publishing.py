@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -41,6 +42,7 @@ MAX_USER_ID_LENGTH = 255
 _client: redis.Redis | None = None
 _script = None
 _client_lock = threading.Lock()
+_down_until = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +77,10 @@ def client() -> redis.Redis:
 
 def reset_client() -> None:
     """Forget the client, e.g. after the settings changed (tests)."""
-    global _client, _script
+    global _client, _script, _down_until
     with _client_lock:
         _client = _script = None
+        _down_until = 0.0
 
 
 def publish_on_commit(entries: Iterable[Any], using: str | None = None) -> None:
@@ -131,6 +134,14 @@ def send(messages: list[Outgoing]) -> bool:
         payloads.append((message, payload))
     if not payloads:
         return not messages
+    global _down_until
+    if time.monotonic() < _down_until:
+        _log_failure(
+            f"{len(payloads)} event(s)",
+            channel,
+            "not tried: it failed less than WSSERVER_PUBLISH_TIMEOUT ago",
+        )
+        return False
     try:
         redis_client = client()
         with redis_client.pipeline(transaction=False) as pipeline:
@@ -156,6 +167,7 @@ def send(messages: list[Outgoing]) -> bool:
                     pipeline.publish(channel, payload)
             pipeline.execute()
     except redis.RedisError as exc:
+        _down_until = time.monotonic() + conf.publish_timeout()
         _log_failure(f"{len(payloads)} event(s)", channel, exc)
         return False
     return len(payloads) == len(messages)

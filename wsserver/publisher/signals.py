@@ -51,9 +51,10 @@ def on_log_entry_saved(sender, instance: LogEntry, created: bool, using: str, **
     if not created or getattr(instance, PUBLISHED, False) or _in_log_actions.get():
         return
     setattr(instance, PUBLISHED, True)
+    model = instance.content_type.model_class() if instance.content_type_id else None
+    if model is not None and instance.object_id is not None:
+        changes.logged_by_admin(model, instance.object_id)
     obj = _edited_object(instance)
-    if obj is not None:
-        changes.logged_by_admin(type(obj), obj.pk)
     publish_on_commit([(instance, obj)], using=using)
 
 
@@ -85,7 +86,7 @@ def publish_on_commit(
     ready: list[Outgoing] = []
     later: list[tuple[changes.Listed, models.Model, str, dict]] = []
     for entry, obj in entries:
-        event = event_for(entry)
+        event = event_for(_without_per_object_inlines(entry))
         if event is None:
             continue
         model = entry.content_type.model_class()
@@ -118,6 +119,45 @@ def publish_on_commit(
             send(messages)
 
     transaction.on_commit(send_them, using=using)
+
+
+def _without_per_object_inlines(entry: LogEntry) -> LogEntry:
+    """The entry, or a copy whose change message leaves out the inline
+    objects of models listed with an audience callable: their str() must not
+    reach the parent's audience."""
+    import copy
+    import json
+
+    from django.utils import translation
+
+    try:
+        message = json.loads(entry.change_message)
+    except ValueError:
+        return entry
+    if not isinstance(message, list):
+        return entry
+    with translation.override(None):  # as construct_change_message() wrote it
+        private = {
+            str(model._meta.verbose_name)
+            for model, listed in changes._listed.items()
+            if listed.audience is not None
+        }
+    kept = [
+        part
+        for part in message
+        if not (
+            isinstance(part, dict)
+            and any(
+                isinstance(value, dict) and value.get("name") in private
+                for value in part.values()
+            )
+        )
+    ]
+    if len(kept) == len(message):
+        return entry
+    entry = copy.copy(entry)
+    entry.change_message = json.dumps(kept)
+    return entry
 
 
 def _publishing_log_actions(log_actions):
