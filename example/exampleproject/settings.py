@@ -22,6 +22,9 @@ ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
 CUSTOM_USER = os.environ.get("EXAMPLE_CUSTOM_USER") == "1"
 
 INSTALLED_APPS = [
+    # Before django.contrib.admin: its admin/base_site.html adds the live
+    # admin (WSSERVER_ADMIN) to every admin page.
+    "wsserver.publisher",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -30,7 +33,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     *(["accounts"] if CUSTOM_USER else []),
     "catalog",
-    "wsserver.publisher",
 ]
 if CUSTOM_USER:
     AUTH_USER_MODEL = "accounts.User"
@@ -88,6 +90,9 @@ WSSERVER_SESAME_SCOPE = os.environ.get("WSSERVER_SESAME_SCOPE", "wsserver")
 WSSERVER_WEBSOCKET_URL = os.environ.get(
     "WSSERVER_WEBSOCKET_URL", "ws://localhost:8888/"
 )
+# Live warnings, change counts and notifications in the admin.
+WSSERVER_ADMIN = os.environ.get("WSSERVER_ADMIN", "true").lower() == "true"
+WSSERVER_URL = WSSERVER_WEBSOCKET_URL
 
 LOGGING = {
     "version": 1,

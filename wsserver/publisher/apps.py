@@ -9,7 +9,7 @@ class PublisherConfig(AppConfig):
     verbose_name = "wsserver publisher"
 
     def ready(self) -> None:
-        from . import changes, signals
+        from . import changes, checks, signals  # noqa: F401 (checks registers)
 
         signals.connect()
         # Checks WSSERVER_MODELS: ImproperlyConfigured names a bad entry.

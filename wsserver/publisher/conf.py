@@ -34,3 +34,13 @@ def max_event_size() -> int:
     """WSSERVER_MAX_EVENT_SIZE: the largest event (its JSON as clients receive
     it, without the id, in UTF-8 bytes) that is published."""
     return int(getattr(settings, "WSSERVER_MAX_EVENT_SIZE", 65_536))
+
+
+def admin() -> bool:
+    """WSSERVER_ADMIN: live warnings, counts and notices in the Django admin."""
+    return bool(getattr(settings, "WSSERVER_ADMIN", False))
+
+
+def url() -> str | None:
+    """WSSERVER_URL: the sidecar's address as browsers reach it (ws:// or wss://)."""
+    return getattr(settings, "WSSERVER_URL", None)
