@@ -6,8 +6,11 @@ of bench/floor.py, and Nchan, a pub/sub server in C for nginx) runs the same
 load from separate client processes: connect every client, let them idle
 (measuring what idle connections cost), publish events at a light rate, then
 at a steady rate, publish a burst, then drop every client and reconnect them
-all at once. Prints one table and writes it to bench/results/latest.md.
-Loopback only; every phase is bounded in time.
+all at once. Between the burst and the reconnection, wsserver and the floor
+also get events with an audience (wsserver.audience): group and permission
+events for 30% of the users, then personal events, each for one user, at
+thousands a second and then all at once. Prints the tables and writes them
+to bench/results/latest.md. Loopback only; every phase is bounded in time.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -479,6 +483,185 @@ def event_payload(content_type_id: int, number: int) -> str:
     return payload + " " * max(0, 300 - len(payload))
 
 
+# Servers that route events with an audience (the guide's server and Nchan
+# know only content types).
+AUDIENCE_SERVERS = ("wsserver", "floor")
+# The permission bench/make_users.py grants directly to 30% of the users.
+AUDIENCE_PERMISSION = "catalog.add_article"
+# Each phase of events with an audience: its name in the results.
+AUDIENCE_PHASES = ("group", "permission", "personal", "personal_burst")
+
+
+def app_event(name: str, number: int) -> str:
+    """About 300 bytes of JSON, as clients receive an event of publish()
+    (without history, so without an id); "t" is the publication time."""
+    event = {
+        "event": name,
+        "data": {
+            "t": time.time(),
+            "object": f"Benchmark object number {number}",
+            "url": f"/exports/{number}.csv",
+            "message": "Your export is ready: 1,024 rows, 3 columns.",
+            "object_id": str(number),
+        },
+    }
+    payload = json.dumps(event)
+    return payload + " " * max(0, 300 - len(payload))
+
+
+@contextlib.contextmanager
+def running_on(cpus: set[int] | None):
+    """This process (the publisher) on ``cpus`` meanwhile (None: as it is).
+
+    Publishing thousands of events a second takes CPU time: on the load
+    generator's CPUs, not the server's.
+    """
+    if cpus is None:
+        yield
+        return
+    previous = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, previous)
+
+
+def audience_phases(
+    plan: list[dict],
+    options,
+    measure: Callable[..., dict],
+    result: dict,
+    bus: redis.Redis,
+    channel: str,
+    kind: str,
+    profile: Callable[[str, float], subprocess.Popen | None],
+) -> None:
+    """Events with an audience, published as publish() does without history:
+    ``PUBLISH channel @<audience>\\n<event>`` (wsserver.wire.addressed).
+
+    - group and permission events, each for 30% of the users (see
+      bench/make_users.py), at ``--audience-rate`` for ``--audience-seconds``
+      (by default the steady phase's rate and length);
+    - personal events, each for one user (every user in turn), at
+      ``--personal-rate`` for ``--personal-seconds``, then
+      ``--personal-burst`` of them published at once, as fast as Redis takes
+      them: events per second until the last is delivered.
+    """
+    from wsserver.audience import encode_audience
+    from wsserver.wire import addressed
+
+    def paced(make: Callable[[int], str], count: int, rate: float):
+        """Event ``i`` published at ``i / rate`` s (at high rates, every 2 ms
+        the events due by then, in one round trip)."""
+
+        def publish(started: float) -> None:
+            sent = 0
+            while True:
+                due = min(count, int((time.perf_counter() - started) * rate) + 1)
+                if due > sent:
+                    with bus.pipeline(transaction=False) as pipeline:
+                        for number in range(sent, due):
+                            pipeline.publish(channel, make(number))
+                        pipeline.execute()
+                    sent = due
+                if sent == count:
+                    return
+                # Until event number `sent` is due.
+                wait = started + sent / rate - time.perf_counter()
+                time.sleep(max(0.002 if rate > 500 else 0.0, wait))
+
+        return publish
+
+    def at_once(make: Callable[[int], str], count: int):
+        def publish(started: float) -> None:
+            for first in range(0, count, 500):
+                with bus.pipeline(transaction=False) as pipeline:
+                    for number in range(first, min(count, first + 500)):
+                        pipeline.publish(channel, make(number))
+                    pipeline.execute()
+
+        return publish
+
+    def phase(
+        name: str, count: int, expected: int, publish, rate=None, spy_seconds=None
+    ) -> None:
+        seconds = spy_seconds or count / rate
+        spy = lambda: profile(name, seconds)  # noqa: E731
+        measured = measure(expected, publish, spy, poll=0.02)
+        measured["events"] = count
+        measured["rate"] = rate
+        # Events delivered per second: from the first publication to the
+        # last frame read by the clients.
+        measured["events_per_s"] = count / (
+            measured["last_frame_s"] or measured["seconds"]
+        )
+        result[name] = measured
+        time.sleep(1)
+
+    groups = sorted({g for entry in plan for g in entry.get("groups", ())})
+    rate = options.audience_rate
+    count = int(rate * options.audience_seconds)
+    if groups and count:
+        group = groups[0]
+        audience = encode_audience(groups=[group])
+        expected = sum(group in entry["groups"] for entry in plan) * count
+        log(f"   {kind}: {count} group events at {rate:g}/s")
+        phase(
+            "group",
+            count,
+            expected,
+            paced(
+                lambda i: addressed(audience, app_event("bench.group", i)),
+                count,
+                rate,
+            ),
+            rate,
+        )
+    if (
+        any(AUDIENCE_PERMISSION in entry.get("permissions", ()) for entry in plan)
+        and count
+    ):
+        audience = encode_audience(permissions=[AUDIENCE_PERMISSION])
+        expected = sum(AUDIENCE_PERMISSION in e["permissions"] for e in plan) * count
+        log(f"   {kind}: {count} permission events at {rate:g}/s")
+        phase(
+            "permission",
+            count,
+            expected,
+            paced(
+                lambda i: addressed(audience, app_event("bench.permission", i)),
+                count,
+                rate,
+            ),
+            rate,
+        )
+    if "user" not in plan[0]:
+        return
+    # Each user's audience, encoded once: what is measured is the server.
+    personal = [encode_audience(users=[entry["user"]]) for entry in plan]
+
+    def make(number: int) -> str:
+        return addressed(
+            personal[number % len(personal)], app_event("bench.personal", number)
+        )
+
+    count = int(options.personal_rate * options.personal_seconds)
+    if count:
+        log(f"   {kind}: {count} personal events at {options.personal_rate:g}/s")
+        phase(
+            "personal",
+            count,
+            count,
+            paced(make, count, options.personal_rate),
+            options.personal_rate,
+        )
+    if options.personal_burst:
+        count = options.personal_burst
+        log(f"   {kind}: {count} personal events at once")
+        phase("personal_burst", count, count, at_once(make, count), spy_seconds=5)
+
+
 def percentile_ms(seconds: list[float], fraction: float) -> float | None:
     if not seconds:
         return None
@@ -545,6 +728,7 @@ def run_server(
     pinned: bool = True,
     light: bool = True,
 ) -> dict:
+    audiences = light and options.audiences and kind in AUDIENCE_SERVERS
     channel = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
     bus = redis.Redis.from_url(REDIS_URL)
     tokens = [entry["token"] for entry in plan]
@@ -599,31 +783,47 @@ def run_server(
             return py_spy(server.process.pid, seconds, output, load_cpus)
 
         def deliver(events: list[int], rate: float | None, phase: str = "") -> dict:
-            clients.all({"cmd": "reset"})
-            load_cpu = sum(s["cpu"] for s in clients.all({"cmd": "stats"}))
-            expected = sum(by_type[ct] for ct in events)
-            spy = profile(phase, len(events) / rate) if rate and phase else None
-            user_start, system_start = cpu_times(server.process.pid)
-            started = time.perf_counter()
-            if rate is None:
-                server.publish(
-                    bus,
-                    [(ct, event_payload(ct, i)) for i, ct in enumerate(events)],
-                    True,
-                )
-            else:
+            def publish(started: float) -> None:
+                if rate is None:
+                    server.publish(
+                        bus,
+                        [(ct, event_payload(ct, i)) for i, ct in enumerate(events)],
+                        True,
+                    )
+                    return
                 for number, ct in enumerate(events):
                     server.publish(bus, [(ct, event_payload(ct, number))], False)
                     time.sleep(
                         max(0.0, started + (number + 1) / rate - time.perf_counter())
                     )
+
+            expected = sum(by_type[ct] for ct in events)
+            spy = (
+                (lambda: profile(phase, len(events) / rate)) if rate and phase else None
+            )
+            return measure(expected, publish, spy)
+
+        def measure(
+            expected: int,
+            publish: Callable[[float], None],
+            spy: Callable[[], subprocess.Popen | None] | None = None,
+            poll: float = 0.1,
+        ) -> dict:
+            """Publish (``publish(started)``), wait for ``expected`` frames."""
+            clients.all({"cmd": "reset"})
+            load_cpu = sum(s["cpu"] for s in clients.all({"cmd": "stats"}))
+            spy = spy() if spy is not None else None
+            user_start, system_start = cpu_times(server.process.pid)
+            started, wall = time.perf_counter(), time.time()
+            publish(started)
+            published = time.perf_counter() - started
             deadline = time.perf_counter() + 30
             while True:
                 stats = clients.all({"cmd": "stats"})
                 delivered = sum(s["frames"] for s in stats)
                 if delivered >= expected or time.perf_counter() > deadline:
                     break
-                time.sleep(0.1)
+                time.sleep(poll)
             elapsed = time.perf_counter() - started
             user, system = cpu_times(server.process.pid)
             user, system = user - user_start, system - system_start
@@ -656,6 +856,12 @@ def run_server(
                 ],
                 "load_cpu_share": (sum(s["cpu"] for s in stats) - load_cpu) / elapsed,
                 "seconds": elapsed,
+                # Until publish() returned, and until the last frame was read.
+                "published_s": published,
+                "last_frame_s": max(
+                    (s["last"] - wall for s in stats if s["last"] is not None),
+                    default=None,
+                ),
                 "cpu_s": cpu,
                 "pings_per_client": sum(s["pings"] for s in stats) / n,
                 "lost": sum(s["lost"] for s in stats),
@@ -708,6 +914,14 @@ def run_server(
         log(f"   {kind}: a burst of {options.burst} events")
         time.sleep(1)
         result["burst"] = deliver(burst, None)
+
+        if audiences:
+            # Events with an audience (wsserver.audience): not the admin's
+            # shape, so only the servers that route them.
+            with running_on(load_cpus):
+                audience_phases(
+                    plan, options, measure, result, bus, channel, kind, profile
+                )
 
         log(f"   {kind}: reconnect storm of {n} clients")
         clients.all({"cmd": "close"})
@@ -847,6 +1061,188 @@ def table(results: dict, queries: dict, options) -> tuple[str, float]:
     return "\n".join(lines), load
 
 
+def audience_table(results: dict, options) -> str:
+    """Events with an audience: wsserver against the floor, in the same run."""
+    kinds = [
+        k
+        for k in AUDIENCE_SERVERS
+        if k in results and any(p in results[k] for p in AUDIENCE_PHASES)
+    ]
+    if not kinds:
+        return ""
+    both = kinds == ["wsserver", "floor"]
+
+    def get(kind, phase, key):
+        return results[kind].get(phase, {}).get(key)
+
+    def net(kind, phase):
+        """CPU µs per delivery less what the idle connections cost meanwhile."""
+        measured, idle = results[kind].get(phase), results[kind].get("idle")
+        if measured is None or idle is None:
+            return None
+        cpu = measured["cpu_s"] - idle["cpu_ms_per_s"] / 1000 * measured["seconds"]
+        return cpu / max(measured["delivered"], 1) * 1e6
+
+    def lag(kind, phase):
+        """How long after publishing ended the clients read the last frame."""
+        measured = results[kind].get(phase)
+        if measured is None or measured.get("last_frame_s") is None:
+            return None
+        return (measured["last_frame_s"] - measured["published_s"]) * 1000
+
+    def per_cpu(kind, phase):
+        """Events one CPU could carry at this CPU cost per event."""
+        each = get(kind, phase, "cpu_us_per_delivery")
+        return 1e6 / each if each else None
+
+    # Content type events at the group and permission events' rate.
+    rate = f"{options.audience_rate:g} ev/s"
+    reference = None
+    if options.audience_rate == options.light_rate and options.light_seconds > 0:
+        reference = "light"
+    elif options.audience_rate == options.rate:
+        reference = "steady"
+    steady = f"{options.rate:g} ev/s"
+    personal = f"{options.personal_rate:,.0f} ev/s"
+    burst = f"{options.personal_burst:,} at once"
+
+    def row(name, digits, phase, key=None, function=None):
+        if function is not None:
+            return name, digits, {k: function(k, phase) for k in kinds}
+        return name, digits, {k: get(k, phase, key) for k in kinds}
+
+    delivery = "cpu_us_per_delivery"
+    rows = [
+        row(f"CPU µs per delivery, group events ({rate})", 2, "group", delivery),
+        row(
+            f"CPU µs per delivery, permission events ({rate})",
+            2,
+            "permission",
+            delivery,
+        ),
+        row("latency p99, ms, group events (to the socket)", 1, "group", "p99_ms"),
+        row(
+            "latency p99, ms, permission events (to the socket)",
+            1,
+            "permission",
+            "p99_ms",
+        ),
+        row(f"CPU µs per personal event ({personal})", 2, "personal", delivery),
+        row("the same, less idle CPU (the idle phase's)", 2, "personal", function=net),
+        row(
+            "personal events/s one CPU could carry at that cost",
+            0,
+            "personal",
+            function=per_cpu,
+        ),
+        row(
+            f"personal events/s delivered, published at {personal}",
+            0,
+            "personal",
+            "events_per_s",
+        ),
+        row(
+            "the last one read, ms after the last was published",
+            1,
+            "personal",
+            function=lag,
+        ),
+        row(
+            "latency p50, ms, personal events (to the socket)", 1, "personal", "p50_ms"
+        ),
+        row(
+            "latency p99, ms, personal events (to the socket)", 1, "personal", "p99_ms"
+        ),
+        row(f"CPU µs per personal event ({burst})", 2, "personal_burst", delivery),
+        row(f"personal events/s ({burst})", 0, "personal_burst", "events_per_s"),
+    ]
+    if reference is not None:
+        rows.insert(
+            0,
+            row(
+                f"CPU µs per delivery, content type events ({rate}, {reference})",
+                2,
+                reference,
+                delivery,
+            ),
+        )
+    header = [COLUMNS[k] for k in kinds] + (["wsserver / floor"] if both else [])
+    lines = [
+        "",
+        "Events with an audience (`@<audience>\\n<event>` on the bus), against the "
+        "floor in the same run: group and permission events each for 30% of the "
+        f"users at {rate}, personal events each for one user (every user in turn). "
+        "The guide's server and Nchan route content types only: not measured.",
+        "",
+        f"| metric | {' | '.join(header)} |",
+        f"| --- |{' ---: |' * len(header)}",
+    ]
+    for name, digits, values in rows:
+        if all(v is None for v in values.values()):
+            continue
+        cells = [
+            "-" if values[k] is None else f"{values[k]:,.{digits}f}" for k in kinds
+        ]
+        if both:
+            a, b = values["wsserver"], values["floor"]
+            cells.append(f"{a / b:.2f}x" if a and b else "-")
+        lines.append(f"| {name} | {' | '.join(cells)} |")
+    blank = " |" if both else ""
+    for phase in AUDIENCE_PHASES:
+        if not any(phase in results[k] for k in kinds):
+            continue
+        cells = [
+            f"{results[k][phase]['delivered']:,}/{results[k][phase]['expected']:,}"
+            if phase in results[k]
+            else "-"
+            for k in kinds
+        ]
+        lines.append(
+            f"| delivered/expected ({phase.replace('_', ' ')}) | "
+            f"{' | '.join(cells)} |{blank}"
+        )
+    lines.append("")
+    if not both:
+        return "\n".join(lines) + "\n"
+    for phase in ("group", "permission"):
+        a = get("wsserver", phase, delivery)
+        b = get("floor", phase, delivery)
+        if a and b:
+            same = ""
+            if reference is not None:
+                c = get("wsserver", reference, delivery)
+                d = get("floor", reference, delivery)
+                if c and d:
+                    same = f" (content type events at {rate}: {c / d:.2f}x)"
+            lines.append(
+                f"{phase.capitalize()} events: wsserver spends {a / b:.2f}x the "
+                f"floor's CPU per delivery{same}."
+            )
+    floor = get("floor", "steady", delivery)
+    each = get("wsserver", "personal", delivery)
+    if floor and each:
+        less_idle = net("wsserver", "personal")
+        deducted = (
+            f" ({less_idle / floor:.2f}x with the idle CPU deducted)"
+            if less_idle
+            else ""
+        )
+        own = get("floor", "personal", delivery)
+        theirs = (
+            f", and {each / own:.2f}x what a personal event costs the floor "
+            f"({own:.2f} µs)"
+            if own
+            else ""
+        )
+        lines.append(
+            f"A personal event costs wsserver {each:.2f} µs of CPU: "
+            f"{each / floor:.2f}x the floor's cost of one delivery "
+            f"({floor:.2f} µs, content type events at {steady}){deducted}"
+            f"{theirs}."
+        )
+    return "\n".join(lines) + "\n"
+
+
 def placement(options) -> str:
     server_cpus, load_cpus = cpu_split(options)
     if server_cpus is None:
@@ -953,10 +1349,49 @@ def main() -> None:
         type=Path,
         metavar="DIR",
         help="record wsserver with py-spy (raw, collapsed stacks) during the "
-        "idle and light-load phases, into DIR (needs ptrace; py-spy runs on "
-        "the load generator's CPU)",
+        "idle, light-load, group, permission and personal phases, into DIR "
+        "(needs ptrace; py-spy runs on the load generator's CPU)",
     )
     parser.add_argument("--burst", type=int, default=100)
+    parser.add_argument(
+        "--no-audiences",
+        dest="audiences",
+        action="store_false",
+        help="skip the phases of events with an audience (group, permission "
+        "and personal events; wsserver and the floor only)",
+    )
+    parser.add_argument(
+        "--audience-rate",
+        type=float,
+        help="group and permission events per second (default: --rate); "
+        "compared with the floor at that rate, and with the content type "
+        "events of the light or steady phase if either has that rate",
+    )
+    parser.add_argument(
+        "--audience-seconds",
+        type=float,
+        help="length of the group and of the permission phases (default: "
+        "--seconds; 0: skip them)",
+    )
+    parser.add_argument(
+        "--personal-rate",
+        type=float,
+        default=5000.0,
+        help="personal events (each for one user) per second",
+    )
+    parser.add_argument(
+        "--personal-seconds",
+        type=float,
+        default=4.0,
+        help="length of the personal events phase (0: skip it)",
+    )
+    parser.add_argument(
+        "--personal-burst",
+        type=int,
+        default=10_000,
+        help="personal events published at once, as fast as Redis takes them "
+        "(0: skip them)",
+    )
     parser.add_argument("--load-processes", type=int, default=1)
     parser.add_argument(
         "--no-pin",
@@ -986,6 +1421,12 @@ def main() -> None:
         options.clients, options.seconds = 1000, 5.0
         options.idle_seconds = min(options.idle_seconds, 10.0)
         options.light_seconds = min(options.light_seconds, 10.0)
+        options.personal_seconds = min(options.personal_seconds, 2.0)
+        options.personal_burst = min(options.personal_burst, options.clients)
+    if options.audience_rate is None:
+        options.audience_rate = options.rate
+    if options.audience_seconds is None:
+        options.audience_seconds = options.seconds
     servers = options.servers.split(",")
     unknown = set(servers) - set(COLUMNS)
     if unknown:
@@ -1070,6 +1511,7 @@ def main() -> None:
         json.dumps({"results": results, "queries": queries}, indent=1, default=str)
     )
     rendered, load = table(results, queries, options)
+    addressed = audience_table(results, options)
     cores = (
         cores_table(results, options)
         if options.workers > 1 and "wsserver" in results
@@ -1092,7 +1534,7 @@ def main() -> None:
         f"Python {platform.python_version()}. {placement(options)}\n\n"
         f"{rendered}\n\n"
         f"Load generator CPU (all client processes, busiest phase): "
-        f"{load:.0%} of one core.\n{cores}"
+        f"{load:.0%} of one core.\n{cores}{addressed}"
     )
     print(report)
     (results_dir / ("quick.md" if options.quick else "latest.md")).write_text(report)

@@ -58,6 +58,8 @@ class Load:
         self.failures = 0
         self.lost = 0
         self.pings = 0
+        # When text frames were last read (time.time()), by any client.
+        self.last = None
 
     async def connect(self, port: int, concurrency: int) -> dict:
         loop = asyncio.get_running_loop()
@@ -106,6 +108,7 @@ class Load:
             "lost": self.lost,
             "pings": self.pings,
             "cpu": usage.ru_utime + usage.ru_stime,
+            "last": self.last,
         }
 
 
@@ -157,6 +160,7 @@ class Client(asyncio.Protocol):
             self.ready.set_result(None)
         offset = 0
         size = len(buffer)
+        frames = self.load.frames
         while size - offset >= 2:
             compressed = buffer[offset] & 0x40
             opcode = buffer[offset] & 0x0F
@@ -185,6 +189,8 @@ class Client(asyncio.Protocol):
             offset = end
         if offset:
             del buffer[:offset]
+        if self.load.frames != frames:
+            self.load.last = time.time()
 
     def _measure(
         self, buffer: bytearray, start: int, end: int, compressed, arrived

@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_benchmark_runs_every_server_and_delivers_everything(tmp_path):
+    """Every phase of every server, events with an audience included."""
     subprocess.run(
         [
             sys.executable,
@@ -28,6 +29,8 @@ def test_the_benchmark_runs_every_server_and_delivers_everything(tmp_path):
             "--idle-seconds=1",
             "--light-seconds=1",
             "--workers=2",
+            "--personal-seconds=0.5",
+            "--personal-burst=300",
             f"--results={tmp_path}",
         ],
         cwd=ROOT,
@@ -60,11 +63,30 @@ def test_the_benchmark_runs_every_server_and_delivers_everything(tmp_path):
             assert delivered == result[phase]["expected"] > 0, (server, phase)
             assert result[phase]["p99_ms"] is not None, (server, phase)
         assert result["storm_s"] > 0, server
+        # Events with an audience: wsserver and the floor only (the guide's
+        # server and Nchan route content types).
+        audiences = ["group", "permission", "personal", "personal_burst"]
+        if server not in ("wsserver", "floor"):
+            assert not set(audiences) & set(result), server
+            continue
+        for phase in audiences:
+            delivered = result[phase]["delivered"]
+            assert delivered == result[phase]["expected"] > 0, (server, phase)
+            assert result[phase]["events_per_s"] > 0, (server, phase)
+        assert result["personal"]["expected"] == 2500  # 5,000/s for 0.5 s
+        assert result["personal_burst"]["expected"] == 300  # one per user
+        # 30% of the users each, so 90 per event, 20 events.
+        assert result["group"]["expected"] == result["permission"]["expected"] == 1800
     assert numbers["wsserver"]["round_trips_per_auth"] <= 1
     assert "| KiB RSS per idle connection |" in table
     assert "| idle CPU, ms per second (no events) |" in table
     assert "| CPU µs per delivery (5 ev/s) |" in table
     assert "WS_WORKERS=2" in table
+    assert "| CPU µs per delivery, group events (20 ev/s) |" in table
+    assert "| CPU µs per delivery, permission events (20 ev/s) |" in table
+    assert "| CPU µs per personal event (5,000 ev/s) |" in table
+    assert "| personal events/s (300 at once) |" in table
+    assert "A personal event costs wsserver" in table
 
 
 def test_a_patched_wsserver_on_pythonpath_is_the_one_the_benchmark_runs(tmp_path):
