@@ -23,6 +23,13 @@ def guardian(instance: models.Model, action: str) -> dict:
     addition, give the object permissions in the transaction that creates the
     object: the audience is computed when it commits (without a transaction,
     at once, before any permission exists).
+
+    For a deletion, the audience is computed in ``pre_delete``, before the
+    row is deleted. django-guardian leaves the object's permissions behind:
+    if the site removes them, do it in ``post_delete`` or in
+    ``transaction.on_commit()``, not in ``pre_delete``, where a receiver
+    connected before the publisher's empties the deletion's audience and
+    nobody is told.
     """
     from guardian.shortcuts import get_groups_with_perms, get_users_with_perms
 
