@@ -61,6 +61,10 @@ cat <<EOF
     3. Log in to the admin as admin and add or change an Article:
        the event appears in the websockets client. A Product change does not,
        since alice may not see products.
+    4. The admin is live: open a product as dave in one browser and change
+       it as admin in another (a private window): dave's form warns him,
+       and the product list counts the changes. The home page sends you a
+       notification of your own (publish()).
 
   Logs: .demo/site.log and .demo/wsserver.log. Ctrl-C stops the demo.
 
