@@ -12,6 +12,7 @@ import sys
 import textwrap
 from typing import TextIO
 
+from . import __version__
 from .config import SETTINGS, Config, ConfigError, get_config
 from .logs import configure_logging
 
@@ -73,10 +74,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "line), which keeps it out of `ps` and the shell's history: e.g. "
         "`python -m wsserver check --token < token.txt`",
     )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=version_line(),
+        help="print wsserver's version (and Django's and Python's) and exit",
+    )
     arguments = parser.parse_args(_token_joined(sys.argv[1:] if argv is None else argv))
     if arguments.token is not None and arguments.command != "check":
         parser.error("--token goes with check: python -m wsserver check --token TOKEN")
     return arguments
+
+
+def version_line() -> str:
+    """What ``--version`` prints, e.g. ``wsserver 0.1.0 (Django 5.2.8, Python
+    3.11.9)``: the sidecar's Django may differ from the main site's."""
+    import django
+
+    python = ".".join(str(part) for part in sys.version_info[:3])
+    return f"wsserver {__version__} (Django {django.get_version()}, Python {python})"
 
 
 # The --token value that means "read it from standard input".
