@@ -7,6 +7,7 @@ import shlex
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 
 import psycopg
@@ -18,15 +19,23 @@ from waiting import units
 pytestmark = pytest.mark.e2e
 
 
+# wsserver_env's output for each site, made once.
+_ENVIRONMENTS: dict[MainSite, str] = {}
+
+
 def sidecar_env(site: MainSite) -> dict[str, str]:
     """The site's wsserver_env output, as an environment.
 
     Its REDIS_URL is the main site's, the publisher's Redis user: as
     docs/redis.md says, it is replaced by the sidecar's user.
     """
-    env = parsed_env(site.manage("wsserver_env", "--show-secrets"))
+    if site not in _ENVIRONMENTS:
+        _ENVIRONMENTS[site] = site.manage("wsserver_env", "--show-secrets")
+    env = parsed_env(_ENVIRONMENTS[site])
+    # As WS_REDIS_URL (which wins over REDIS_URL), or as REDIS_URL.
+    redis_url = env.pop("WS_REDIS_URL", None) or env["REDIS_URL"]
     env["REDIS_URL"] = redis_users.shared.url_for(
-        "sidecar", env["REDIS_URL"], env["WS_CHANNEL"]
+        "sidecar", redis_url, env["WS_CHANNEL"]
     )
     return env
 
@@ -119,11 +128,12 @@ def test_the_redis_password_is_masked_unless_asked_for(site):
     output = site.manage("wsserver_env", WSSERVER_REDIS_URL=redis_url)
     assert "hunter2" not in output and "hunter3" not in output
     env = parsed_env(output)
-    assert env["REDIS_URL"] == (
+    assert env.get("WS_REDIS_URL", env.get("REDIS_URL")) == (
         "redis://:********@127.0.0.1:6379/15?password=********&db=15"
     )
     shown = site.manage("wsserver_env", "--show-secrets", WSSERVER_REDIS_URL=redis_url)
-    assert parsed_env(shown)["REDIS_URL"] == redis_url
+    shown_env = parsed_env(shown)
+    assert shown_env.get("WS_REDIS_URL", shown_env.get("REDIS_URL")) == redis_url
     # Pasted as is, the placeholder is caught.
     result = check(env)
     assert result.returncode == 1
@@ -211,30 +221,6 @@ def test_why_a_token_fails(site, user, token_env, sidecar_overrides, reason):
     assert reason in result.stdout, result.stdout
 
 
-def test_a_missing_grant_is_explained(site):
-    """A role that may read every table but django_content_type."""
-    role, password = f"wsserver_doctor_{uuid.uuid4().hex[:8]}", "doctor-password"
-    with psycopg.connect(site.env["DATABASE_URL"], autocommit=True) as connection:
-        connection.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
-        connection.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
-        connection.execute(f"REVOKE SELECT ON django_content_type FROM {role}")
-    try:
-        host_and_database = site.env["DATABASE_URL"].split("@", 1)[1]
-        env = {
-            **sidecar_env(site),
-            "DATABASE_URL": f"postgresql://{role}:{password}@{host_and_database}",
-        }
-        result = check(env)
-        assert result.returncode == 1, result.stdout + result.stderr
-        [problem] = [line for line in result.stdout.splitlines() if "PROBLEM" in line]
-        assert "cannot read table 'django_content_type'" in problem
-        assert f"GRANT SELECT ON django_content_type TO {role};" in problem
-    finally:
-        with psycopg.connect(site.env["DATABASE_URL"], autocommit=True) as connection:
-            connection.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}")
-            connection.execute(f"DROP ROLE {role}")
-
-
 def test_an_invalid_configuration_names_the_variable():
     result = check({"SECRET_KEY": "x", "WS_USER_PK": "string"})
     assert result.returncode == 2
@@ -249,3 +235,177 @@ def test_an_unreachable_database_is_explained(redis_url):
     assert problem.startswith("PROBLEM database: cannot query")
     assert "Fix: check DATABASE_URL" in problem
     assert "secret" not in result.stdout  # the password is masked
+
+
+# Roles with too few or too many privileges, on PostgreSQL and MariaDB
+
+
+class Roles:
+    """Roles (PostgreSQL) or accounts (MySQL/MariaDB) on a site's database,
+    each granted privileges on some tables; dropped by drop_all()."""
+
+    def __init__(self, site: MainSite) -> None:
+        self.site_url = site.env["DATABASE_URL"]
+        self.mysql = self.site_url.startswith("mysql://")
+        self.database = self.site_url.rsplit("/", 1)[1]
+        self.made: list[str] = []
+
+    def execute(self, *statements: str) -> None:
+        if self.mysql:
+            import MySQLdb
+
+            parts = urllib.parse.urlsplit(self.site_url)
+            connection = MySQLdb.connect(
+                host=parts.hostname,
+                port=parts.port or 3306,
+                user=urllib.parse.unquote(parts.username or "root"),
+                password=urllib.parse.unquote(parts.password or ""),
+                autocommit=True,
+            )
+            try:
+                for statement in statements:
+                    connection.cursor().execute(statement)
+            finally:
+                connection.close()
+        else:
+            with psycopg.connect(self.site_url, autocommit=True) as connection:
+                for statement in statements:
+                    connection.execute(statement)
+
+    def create(self, select: list[str], write: list[str] = ()) -> tuple[str, str]:
+        """A role that may SELECT from ``select`` and also change ``write``;
+        its name and DATABASE_URL."""
+        name, password = f"wsserver_doctor_{uuid.uuid4().hex[:8]}", "doctor-password"
+        self.made.append(name)
+        if self.mysql:
+            account = f"'{name}'@'%'"
+            self.execute(
+                f"CREATE USER {account} IDENTIFIED BY '{password}'",
+                *(
+                    f"GRANT SELECT ON `{self.database}`.`{t}` TO {account}"
+                    for t in select
+                ),
+                *(
+                    f"GRANT INSERT, UPDATE, DELETE ON `{self.database}`.`{t}` "
+                    f"TO {account}"
+                    for t in write
+                ),
+            )
+        else:
+            self.execute(
+                f"CREATE ROLE {name} LOGIN PASSWORD '{password}'",
+                f"GRANT SELECT ON {', '.join(select)} TO {name}",
+                *(
+                    [f"GRANT INSERT, UPDATE ON {', '.join(write)} TO {name}"]
+                    * bool(write)
+                ),
+            )
+        scheme, rest = self.site_url.split("://", 1)
+        host_and_database = rest.split("@", 1)[1]
+        return name, f"{scheme}://{name}:{password}@{host_and_database}"
+
+    def drop_all(self) -> None:
+        for name in self.made:
+            if self.mysql:
+                self.execute(f"DROP USER IF EXISTS '{name}'@'%'")
+            else:
+                self.execute(
+                    f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {name}",
+                    f"DROP ROLE {name}",
+                )
+
+
+def sidecar_tables(site: MainSite) -> list[str]:
+    """The README's seven tables, for the site's user model."""
+    user = "accounts_user" if site.custom else "auth_user"
+    return [
+        user,
+        f"{user}_groups",
+        f"{user}_user_permissions",
+        "auth_group",
+        "auth_group_permissions",
+        "auth_permission",
+        "django_content_type",
+    ]
+
+
+@pytest.fixture(scope="module")
+def mysql_site(mysql, redis_url, site_env, request) -> MainSite:
+    channel = f"doctor-mysql-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    site = MainSite(mysql.create(), redis_url, channel, **site_env).prepare()
+    site.custom = bool(site_env)
+    return site
+
+
+@pytest.fixture(scope="module", params=["postgresql", "mysql"])
+def any_site(request, site_env) -> MainSite:
+    """The module's site on PostgreSQL, or on MariaDB."""
+    return request.getfixturevalue(
+        "site" if request.param == "postgresql" else "mysql_site"
+    )
+
+
+@pytest.fixture
+def roles(any_site):
+    made = Roles(any_site)
+    yield made
+    made.drop_all()
+
+
+def problems_of(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stdout.splitlines() if "PROBLEM" in line]
+
+
+@pytest.mark.parametrize("missing", [0, 2, 6])
+def test_a_missing_grant_names_the_grant_to_run(any_site, roles, missing):
+    """Every table but one readable: the user table, its join tables (a
+    custom user's too), a group or permission table, content types."""
+    tables = sidecar_tables(any_site)
+    table = tables[missing]
+    role, url = roles.create([t for t in tables if t != table])
+    result = check({**sidecar_env(any_site), "DATABASE_URL": url})
+    assert result.returncode == 1, result.stdout + result.stderr
+    [problem] = problems_of(result)
+    assert f"cannot read table {table!r}" in problem, problem
+    assert "check DATABASE_URL" not in problem
+    if roles.mysql:
+        grant = f"GRANT SELECT ON `{roles.database}`.`{table}` TO '{role}'@'%';"
+    else:
+        grant = f"GRANT SELECT ON {table} TO {role};"
+    assert f"Fix: {grant}" in problem, problem
+
+
+def test_a_role_that_may_write_is_warned_about(any_site, roles):
+    tables = sidecar_tables(any_site)
+    role, url = roles.create(tables, write=tables[:2])
+    result = check(
+        {**sidecar_env(any_site), "DATABASE_URL": url},
+        "--token",
+        any_site.token(username(any_site, "alice")),
+    )
+    # A warning, not a problem: the sidecar's sessions are read-only anyway.
+    assert result.returncode == 0, result.stdout + result.stderr
+    [warning] = [line for line in result.stdout.splitlines() if "WARNING" in line]
+    assert f"may change {tables[0]}, {tables[1]}, not only read" in warning
+    assert role in warning and "read-only role" in warning
+    assert result.stdout.strip().endswith("OK")
+
+
+def test_the_read_only_role_gets_no_warning(any_site, roles):
+    _, url = roles.create(sidecar_tables(any_site))
+    result = check(
+        {**sidecar_env(any_site), "DATABASE_URL": url},
+        "--token",
+        any_site.token(username(any_site, "alice")),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WARNING" not in result.stdout
+    assert "token: valid for user" in result.stdout
+
+
+def test_the_site_s_own_login_is_warned_about(any_site):
+    """The login the site migrates with (wsserver_env prints it) may write."""
+    result = check(sidecar_env(any_site))
+    assert result.returncode == 0, result.stdout + result.stderr
+    [warning] = [line for line in result.stdout.splitlines() if "WARNING" in line]
+    assert "may change auth_" in warning or "may change accounts_user" in warning

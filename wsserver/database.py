@@ -65,9 +65,23 @@ def _call(func: Callable[..., T], *args: object, **kwargs: object) -> T:
     try:
         return func(*args, **kwargs)
     except OUTAGES as exc:
+        if not unavailable(exc):
+            raise
         raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
     finally:
         close_old_connections()
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether a database error means it cannot answer now (an outage).
+
+    MySQL reports a missing GRANT as an OperationalError too: that is a
+    configuration to fix (refused with 1011, logged), not an outage to wait
+    out with 1013.
+    """
+    from .schema import permission_denied
+
+    return isinstance(exc, OUTAGES) and not permission_denied(exc)
 
 
 class Batcher(Generic[A, T]):

@@ -16,6 +16,11 @@ SpatiaLite as SQLite) and on its driver, which interprets the options:
 
 Any other backend is refused (:func:`read_only_problem`): the sidecar would
 not know how to keep it from writing.
+
+PostgreSQL and MySQL/MariaDB connections also give up after CONNECT_TIMEOUT
+seconds on a server that accepts and never answers (libpq's and mysqlclient's
+``connect_timeout``, which covers MariaDB's handshake too), unless the URL
+sets its own ``?connect_timeout=``.
 """
 
 from __future__ import annotations

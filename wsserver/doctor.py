@@ -1,7 +1,8 @@
 """``python -m wsserver check``: is this sidecar configured to work, and why not.
 
 Checks the database tables, Redis and, optionally, one token, without
-serving. Each problem is one line that ends with its fix.
+serving. Each problem is one line that ends with its fix; warnings (a role that
+may write, where the README asks for a read-only one) do not fail the check.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def check(config: Config, token: str | None = None, out: Callable = print) -> in
         ]
         if MASKED in value
     ]
+    warnings: list[str] = []
     out("configuration: valid" if not problems else "configuration: parsed")
     pk_type = config.user_model.pk_type if config.user_model.custom else "int"
     try:
@@ -56,6 +58,7 @@ def check(config: Config, token: str | None = None, out: Callable = print) -> in
                 "database: the user tables match the configuration and every "
                 "table the sidecar reads is readable"
             )
+            warnings += write_warnings(config)
     redis_problem = check_redis(config)
     if redis_problem is None:
         out(
@@ -74,10 +77,39 @@ def check(config: Config, token: str | None = None, out: Callable = print) -> in
                 False,
             )
         (out if ok else problems.append)(f"token: {verdict}")
+    for warning in warnings:
+        out(f"WARNING {warning}")
     for problem in problems:
         out(f"PROBLEM {problem}")
     out("OK" if not problems else f"{len(problems)} problem(s)")
     return 1 if problems else 0
+
+
+def write_warnings(config: Config) -> list[str]:
+    """A warning if the role could change the tables the sidecar reads."""
+    try:
+        writable = writable_tables()
+    except DatabaseError as exc:
+        return [
+            "database: cannot tell whether the role may write "
+            f"({one_line(exc)}); the README asks for a role that can only read."
+        ]
+    if not writable:
+        return []
+    from django.db import connection
+
+    who = (
+        mysql_account()
+        if connection.vendor == "mysql"
+        else config.database.get("USER") or "the role"
+    )
+    return [
+        f"database: {who} may change {', '.join(writable)}, not only read "
+        "them. The sidecar's sessions are read-only whatever the role, but it "
+        "should log in as a role with SELECT only. Fix: create the README's "
+        'read-only role ("A read-only database role") and put it in '
+        "DATABASE_URL."
+    ]
 
 
 def check_redis(config: Config) -> str | None:
@@ -157,6 +189,8 @@ def unreadable_tables(config: Config, skip: Sequence[str] = ()) -> list[str]:
     """
     from django.db import connection
 
+    from .schema import permission_denied
+
     problems = []
     for table in sidecar_tables():
         if any(repr(table) in problem for problem in skip):
@@ -168,11 +202,19 @@ def unreadable_tables(config: Config, skip: Sequence[str] = ()) -> list[str]:
                 )
         except DatabaseError as exc:
             reason = one_line(exc)
-            if "permission denied" in reason.lower():
-                role = config.database.get("USER") or "the sidecar's role"
+            if permission_denied(exc):
+                # MySQL and MariaDB deny a table the account has no privilege
+                # on whether it exists or not.
+                missing = (
+                    " If the table does not exist there, set DATABASE_URL to the "
+                    "main site's database (and WS_USER_TABLE to its user table)."
+                    if connection.vendor == "mysql"
+                    else ""
+                )
                 problems.append(
-                    f"cannot read table {table!r} ({reason}). Fix: GRANT SELECT ON "
-                    f"{table} TO {role}; (see the README's read-only role)"
+                    f"cannot read table {table!r} ({reason}). Fix: "
+                    f"{grant_select(config, table)} (see the README's read-only "
+                    f"role).{missing}"
                 )
             else:
                 problems.append(
@@ -180,6 +222,97 @@ def unreadable_tables(config: Config, skip: Sequence[str] = ()) -> list[str]:
                     "to the main site's database, where its migrations ran"
                 )
     return problems
+
+
+def grant_select(config: Config, table: str) -> str:
+    """The statement that lets this role read ``table``, in its database's SQL."""
+    from django.db import connection
+
+    if connection.vendor == "mysql":
+        return (
+            f"GRANT SELECT ON `{config.database.get('NAME')}`.`{table}` TO "
+            f"{mysql_account()};"
+        )
+    role = config.database.get("USER") or "the sidecar's role"
+    return f"GRANT SELECT ON {table} TO {role};"
+
+
+def mysql_account() -> str:
+    """The MySQL/MariaDB account this session authenticated as: 'user'@'host'."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT CURRENT_USER()")
+        user, _, host = cursor.fetchone()[0].rpartition("@")
+    return f"'{user}'@'{host}'"
+
+
+# Privileges that let a role change data or tables, by database.
+PG_WRITE_PRIVILEGES = "INSERT,UPDATE,DELETE,TRUNCATE"
+MYSQL_WRITE_PRIVILEGES = (
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "CREATE",
+    "DROP",
+    "ALTER",
+    "INDEX",
+    "TRIGGER",
+)
+
+
+def writable_tables() -> list[str]:
+    """The tables the sidecar reads that this role could also change.
+
+    The sidecar's sessions are read-only whatever the role, but the README asks
+    for a role that can only read (in case of a bug, or of a stolen password).
+    PostgreSQL and MySQL/MariaDB are asked; SQLite has no roles.
+    """
+    from django.db import connection
+
+    tables = sidecar_tables()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            return [
+                table
+                for table in tables
+                if _fetch_bool(
+                    cursor,
+                    "SELECT has_table_privilege(%s, %s)",
+                    [connection.ops.quote_name(table), PG_WRITE_PRIVILEGES],
+                )
+            ]
+        if connection.vendor != "mysql":
+            return []
+        cursor.execute("SELECT CURRENT_USER()")
+        user, _, host = cursor.fetchone()[0].rpartition("@")
+        grantee = f"'{user}'@'{host}'"
+        placeholders = ", ".join(["%s"] * len(MYSQL_WRITE_PRIVILEGES))
+        # Global privileges, then the database's (its name may be a pattern),
+        # then each table's.
+        cursor.execute(
+            "SELECT 1 FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = %s "
+            f"AND PRIVILEGE_TYPE IN ({placeholders}) "
+            "UNION ALL SELECT 1 FROM information_schema.SCHEMA_PRIVILEGES "
+            "WHERE GRANTEE = %s AND DATABASE() LIKE TABLE_SCHEMA "
+            f"AND PRIVILEGE_TYPE IN ({placeholders}) LIMIT 1",
+            [grantee, *MYSQL_WRITE_PRIVILEGES, grantee, *MYSQL_WRITE_PRIVILEGES],
+        )
+        if cursor.fetchone() is not None:
+            return tables
+        cursor.execute(
+            "SELECT DISTINCT TABLE_NAME FROM information_schema.TABLE_PRIVILEGES "
+            "WHERE GRANTEE = %s AND TABLE_SCHEMA = DATABASE() "
+            f"AND PRIVILEGE_TYPE IN ({placeholders})",
+            [grantee, *MYSQL_WRITE_PRIVILEGES],
+        )
+        writable = {row[0] for row in cursor.fetchall()}
+        return [table for table in tables if table in writable]
+
+
+def _fetch_bool(cursor, sql: str, parameters: list) -> bool:
+    cursor.execute(sql, parameters)
+    return bool(cursor.fetchone()[0])
 
 
 def explain_token(token: str, config: Config) -> tuple[str, bool]:

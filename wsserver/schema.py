@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.db.utils import Error as DatabaseError
 
 from .pktypes import PK_TYPES
 
-__all__ = ["check_user_schema", "pk_types_for_column"]
+__all__ = ["check_user_schema", "permission_denied", "pk_types_for_column"]
+
+# MySQL and MariaDB error codes for a missing privilege: on a table, a column,
+# the database, or a statement. mysqlclient raises them as OperationalError.
+MYSQL_ACCESS_DENIED = {1044, 1142, 1143, 1227}
+# PostgreSQL's SQLSTATE for insufficient_privilege.
+PG_INSUFFICIENT_PRIVILEGE = "42501"
 
 # What Django's introspection reports for a primary key column, by pk type.
 INTROSPECTED_PK_TYPES = {
@@ -33,23 +40,69 @@ def pk_types_for_column(field_type: str, vendor: str) -> set[str]:
     return INTROSPECTED_PK_TYPES.get(field_type, set())
 
 
+def permission_denied(exc: BaseException) -> bool:
+    """Whether a database error says the role lacks a privilege (a GRANT),
+    rather than that the table is missing or the server unreachable."""
+    for error in (exc, exc.__cause__):
+        if error is None:
+            continue
+        if getattr(error, "sqlstate", None) == PG_INSUFFICIENT_PRIVILEGE:
+            return True  # psycopg
+        if getattr(error, "pgcode", None) == PG_INSUFFICIENT_PRIVILEGE:
+            return True  # psycopg2
+        code = error.args[0] if error.args else None
+        if isinstance(code, int) and code in MYSQL_ACCESS_DENIED:
+            return True  # mysqlclient
+    return "permission denied" in str(exc).lower()
+
+
+def _table_description(cursor, table: str) -> list | None:
+    """The columns of ``table``, or None if this role may not read it (the
+    doctor's unreadable_tables names the GRANT to run)."""
+    try:
+        return connection.introspection.get_table_description(cursor, table)
+    except DatabaseError as exc:
+        if permission_denied(exc):
+            return None
+        raise
+
+
+def _denied(cursor, table: str) -> bool:
+    """Whether reading ``table`` is refused for lack of a privilege.
+
+    MySQL and MariaDB list only the tables a role has a privilege on: a table
+    without one looks missing, and SELECT tells.
+    """
+    try:
+        cursor.execute(f"SELECT 1 FROM {connection.ops.quote_name(table)} LIMIT 1")
+    except DatabaseError as exc:
+        return permission_denied(exc)
+    return False
+
+
 def check_user_schema(pk_type: str, pk_variable: str = "WS_USER_PK") -> list[str]:
-    """Problems with the user tables, each with its fix. Queries the database."""
+    """Problems with the user tables, each with its fix. Queries the database.
+
+    Tables this role may not read are left out: the doctor names the GRANT
+    to run for each (wsserver.doctor.unreadable_tables).
+    """
     User = get_user_model()
     table = User._meta.db_table
     problems: list[str] = []
     with connection.cursor() as cursor:
         tables = set(connection.introspection.table_names(cursor))
         if table not in tables:
+            if _denied(cursor, table):
+                return []
             return [
                 f"user table {table!r} does not exist in the database: set "
                 "DATABASE_URL to the main site's database and, for a custom user "
                 "model, WS_USER_TABLE to its table"
             ]
-        columns = {
-            info.name: info
-            for info in connection.introspection.get_table_description(cursor, table)
-        }
+        description = _table_description(cursor, table)
+        if description is None:
+            return []
+        columns = {info.name: info for info in description}
         for field in User._meta.concrete_fields:
             if field.column not in columns:
                 problems.append(
@@ -73,17 +126,17 @@ def check_user_schema(pk_type: str, pk_variable: str = "WS_USER_PK") -> list[str
         for field in User._meta.many_to_many:
             through = field.remote_field.through._meta
             if through.db_table not in tables:
+                if _denied(cursor, through.db_table):
+                    continue
                 problems.append(
                     f"table {through.db_table!r} ({field.name}) does not exist: "
                     "set WS_USER_TABLE to the main site's user table"
                 )
                 continue
-            through_columns = {
-                info.name
-                for info in connection.introspection.get_table_description(
-                    cursor, through.db_table
-                )
-            }
+            description = _table_description(cursor, through.db_table)
+            if description is None:
+                continue
+            through_columns = {info.name for info in description}
             for through_field in through.concrete_fields:
                 if through_field.column not in through_columns:
                     problems.append(
