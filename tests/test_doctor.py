@@ -13,7 +13,8 @@ import uuid
 import psycopg
 import pytest
 import redis_users
-from processes import ROOT, SECRET_KEY, MainSite, free_port
+from clients import closed_with
+from processes import ROOT, SECRET_KEY, MainSite, SidecarProcess, free_port
 from waiting import units
 
 pytestmark = pytest.mark.e2e
@@ -409,3 +410,21 @@ def test_the_site_s_own_login_is_warned_about(any_site):
     assert result.returncode == 0, result.stdout + result.stderr
     [warning] = [line for line in result.stdout.splitlines() if "WARNING" in line]
     assert "may change auth_" in warning or "may change accounts_user" in warning
+
+
+async def test_a_sidecar_missing_a_grant_says_so_and_refuses_instead_of_retrying(
+    any_site, roles, tmp_path
+):
+    tables = sidecar_tables(any_site)
+    _, url = roles.create([t for t in tables if t != "auth_permission"])
+    env = {**sidecar_env(any_site), "DATABASE_URL": url}
+    sidecar = SidecarProcess(tmp_path, **env).start()
+    try:
+        assert "cannot read table 'auth_permission'" in sidecar.log()
+        alice = "alice@example.com" if any_site.custom else "alice"
+        websocket = await sidecar.connect(any_site.token(alice))
+        code, _ = await closed_with(websocket)
+        # Not 1013 "try again later": retrying cannot help until the GRANT.
+        assert code != 1013
+    finally:
+        sidecar.stop()

@@ -208,12 +208,18 @@ def serve(config: Config) -> int:
             str(exc).strip(),
         )
     else:
-        connections.close_all()
         if problems:
+            connections.close_all()
             for problem in problems:
                 logger.error("%s", problem)
             logger.error("The user tables do not match the configuration: exiting")
             return 1
+        from .doctor import unreadable_tables
+
+        # Served anyway: a GRANT may be added while it runs.
+        for problem in unreadable_tables(config):
+            logger.error("%s: authentications will fail until then", problem)
+        connections.close_all()
 
     def run(worker: int = 0) -> int:
         worker_config = config
