@@ -11,7 +11,7 @@ DEMO_PASSWORD=${DEMO_PASSWORD:-demo}
 mkdir -p .demo
 
 # The same values on both sides: that is the whole integration.
-# The example site's default key, so that `manage.py ws_token` works as is.
+# The example site's default key, so that `manage.py wsserver_token` works as is.
 export SECRET_KEY=${SECRET_KEY:-wsserver-demo-secret-key-not-for-production}
 export DATABASE_URL=${DATABASE_URL:-sqlite:///$PWD/.demo/site.sqlite3}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/1}
@@ -54,7 +54,7 @@ cat <<EOF
   dave (sees products), bob (sees nothing), carol (inactive).
 
   Try it, in another terminal:
-    1. .venv/bin/python example/manage.py ws_token alice
+    1. .venv/bin/python example/manage.py wsserver_token alice
        prints a token for alice, valid for 30 seconds.
     2. .venv/bin/python -m websockets ws://localhost:$WS_PORT/
        and paste the token at the prompt (then press Enter).

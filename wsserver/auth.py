@@ -13,7 +13,9 @@ never sends ``user_login_failed``, whose arguments carry the raw token.
 
 Cost: one query per batch of tokens (or of users to recheck); django-sesame
 then checks each token against its user. Tokens that cannot be valid (not
-django-sesame's format, expired) are refused before any query.
+django-sesame's format, expired) are refused before any query. Each refusal
+says why (:class:`Refused`: expired, unknown or inactive user, wrong scope,
+bad signature...), for the sidecar's log; the reasons never hold the token.
 
 Failing closed: an exception while checking one token or one user refuses
 that token or user only (and is logged once, without the token); a query
@@ -25,7 +27,9 @@ InterfaceError) propagate: the caller tells clients to retry later.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
+import hmac
 import logging
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -42,7 +46,7 @@ from .database import OUTAGES, DatabaseUnavailable
 from .routing import Permissions, Principal
 from .userquery import Loaded, UserQuery, field_key
 
-__all__ = ["Authenticator", "Principal"]
+__all__ = ["Authenticator", "Principal", "Refused"]
 
 logger = logging.getLogger("wsserver.auth")
 
@@ -60,6 +64,22 @@ MAX_FAILED_QUERIES = 20
 
 # Exceptions that mean "the database cannot answer now": never a refusal.
 _OUTAGES = (*OUTAGES, DatabaseUnavailable)
+
+# A user key as shown in a reason: a forged token packs what it likes.
+_MAX_SHOWN_KEY = 40
+
+
+@dataclasses.dataclass(frozen=True)
+class Refused:
+    """Why a token was refused, for the log: never the token itself.
+
+    ``reason`` is one of: "not a django-sesame token ...", "expired ...",
+    "unknown user ...", "inactive user ...", "wrong scope ...", "bad
+    signature ..." or "error while checking ..." (the error is logged on its
+    own, by wsserver.auth).
+    """
+
+    reason: str
 
 
 class Authenticator:
@@ -95,22 +115,40 @@ class Authenticator:
         paid once per batch instead of once per connection. Whatever goes
         wrong for one token (or its user) refuses that token only.
         """
+        return [
+            None if isinstance(result, Refused) else result
+            for result in self.authenticate_explained(tokens)
+        ]
+
+    def authenticate_explained(
+        self, tokens: Sequence[str]
+    ) -> list[Principal | Refused]:
+        """authenticate_many(), with a :class:`Refused` (why) for each refusal.
+
+        The same single query per batch: the reasons come from the token's
+        parts and the user rows already loaded (an expired token or one that
+        is not django-sesame's costs no query).
+        """
         refusals = _Refusals()
         try:
-            keys = [self.token_key(token) for token in tokens]
-            wanted = list(dict.fromkeys(key for key in keys if key is not None))
+            keys = [self._token_key(token) for token in tokens]
+            wanted = list(
+                dict.fromkeys(key for key in keys if not isinstance(key, Refused))
+            )
             loaded = self._load(self._load_by_token_key, wanted, refusals)
-            principals = [
-                None if key is None else self._check_token(token, loaded, key, refusals)
+            results = [
+                key
+                if isinstance(key, Refused)
+                else self._check_token(token, loaded, key, refusals)
                 for token, key in zip(tokens, keys, strict=True)
             ]
         except _OUTAGES:
             raise
         except Exception as exc:  # a bug, not one token: refuse them all
             refusals.add(exc, ["(every one in the batch)"])
-            principals = [None] * len(tokens)
+            results = [_ERROR] * len(tokens)
         refusals.log("Token refused")
-        return principals
+        return results
 
     def token_key(self, token: object) -> Any:
         """The user key a token packs, if it may be valid; else None.
@@ -123,41 +161,84 @@ class Authenticator:
         colon) are refused: they support no scope and their parser logs
         tokens.
         """
-        if not isinstance(token, str) or not tokens_v2.detect_token(token):
-            return None
-        try:
-            data = base64.urlsafe_b64decode(token.encode() + b"=" * (-len(token) % 4))
-            user_pk, rest = packers.packer.unpack_pk(data)
-            age, signature = tokens_v2.unpack_timestamp(rest)
-        except Exception:  # as django-sesame's parse_token: cannot be decoded
-            return None
-        if len(signature) != sesame_settings.SIGNATURE_SIZE:
-            return None
+        key = self._token_key(token)
+        return None if isinstance(key, Refused) else key
+
+    def _token_key(self, token: object) -> Any:
+        """token_key(), or why the token cannot be valid (a Refused)."""
+        decoded = _decode(token)
+        if isinstance(decoded, Refused):
+            return decoded
+        user_pk, age, _signed, _signature = decoded
         if age is not None and age >= sesame_settings.MAX_AGE:
-            return None
-        return field_key(self._token_field, user_pk)
+            return _expired(age)
+        key = field_key(self._token_field, user_pk)
+        if key is None:
+            return Refused(
+                f"unknown user: {self._token_field.name} {_shown(user_pk)} "
+                "cannot be a user's"
+            )
+        return key
 
     def _check_token(
         self, token: str, loaded: dict[Any, Loaded], key: Any, refusals: _Refusals
-    ) -> Principal | None:
+    ) -> Principal | Refused:
         found = loaded.get(key)
         if found is None:
-            return None
+            if key in refusals.failed_keys:
+                return _ERROR
+            return Refused(
+                f"unknown user: no user with {self._token_field.name} {_shown(key)}"
+            )
         try:
             if not found.user.is_active:
-                return None
+                return Refused(f"inactive user {found.user.pk}")
 
             def get_user(user_pk: Any) -> Any:
                 same = field_key(self._token_field, user_pk) == key
                 return found.user if same else None
 
             user = tokens_v2.parse_token(token, get_user, self.scope)
-            return None if user is None else self._principal(found)
+            if user is None:
+                return self._why_invalid(token, found.user)
+            return self._principal(found)
         except _OUTAGES:
             raise
         except Exception as exc:
             refusals.add(exc, [found.user.pk], secret=token)
-            return None
+            return _ERROR
+
+    def _why_invalid(self, token: str, user: Any) -> Refused:
+        """Why django-sesame refused the token of a loaded, active user.
+
+        No query: the token's parts, and its signature computed again in the
+        default scope (when ours is another), which tells a token made for
+        logging in (or by a site without WSSERVER_SESAME_SCOPE) from a forged
+        or revoked one. A token of a third scope cannot be told from a bad
+        signature without knowing that scope.
+        """
+        decoded = _decode(token)
+        if isinstance(decoded, Refused):  # cannot happen: decoded before
+            return decoded
+        _user_pk, age, signed, signature = decoded
+        if age is not None and age >= sesame_settings.MAX_AGE:
+            return _expired(age)  # it expired while its user was loaded
+        if self.scope:
+            revocation_key = tokens_v2.get_revocation_key(user)
+            for key in sesame_settings.VERIFICATION_KEYS:
+                expected = tokens_v2.sign(
+                    signed + revocation_key, key, sesame_settings.SIGNATURE_SIZE
+                )
+                if hmac.compare_digest(signature, expected):
+                    return Refused(
+                        f"wrong scope for user {user.pk}: made for the default "
+                        f"scope, not WS_SESAME_SCOPE={self.scope!r}"
+                    )
+        return Refused(
+            f"bad signature for user {user.pk} (or another scope; another "
+            "SECRET_KEY or SESAME_KEY than the main site's, or revoked by a "
+            "password change)"
+        )
 
     def _load_by_token_key(self, keys: list[Any]) -> dict[Any, Loaded]:
         if self._by_pk:
@@ -261,6 +342,7 @@ class Authenticator:
                 failures_left -= 1
                 if len(part) == 1 or failures_left <= 0:
                     refusals.add(exc, part)
+                    refusals.failed_keys.update(part)
                     return {}
             middle = len(part) // 2
             return {**attempt(part[:middle]), **attempt(part[middle:])}
@@ -361,6 +443,8 @@ class _Refusals:
 
     def __init__(self) -> None:
         self._users: dict[tuple[str, str], list[str]] = {}
+        # Keys whose query raised (and were left out): not unknown users.
+        self.failed_keys: set[Any] = set()
 
     def add(
         self, exc: BaseException, users: Iterable[object], secret: str = ""
@@ -384,6 +468,42 @@ class _Refusals:
                 error,
                 origin,
             )
+
+
+_ERROR = Refused("error while checking (logged by wsserver.auth)")
+
+
+def _decode(token: object) -> tuple[Any, int | None, bytes, bytes] | Refused:
+    """A token's packed user pk, age, signed part and signature, as
+    django-sesame's parse_token reads them; or why it is not such a token."""
+    if not isinstance(token, str) or not tokens_v2.detect_token(token):
+        return Refused("not a django-sesame token")
+    try:
+        data = base64.urlsafe_b64decode(token.encode() + b"=" * (-len(token) % 4))
+        user_pk, rest = packers.packer.unpack_pk(data)
+        age, signature = tokens_v2.unpack_timestamp(rest)
+    except Exception:  # as django-sesame's parse_token: cannot be decoded
+        signature = b""
+    if len(signature) != sesame_settings.SIGNATURE_SIZE:
+        return Refused(
+            "not a django-sesame token (or a truncated one, or one made with "
+            "other SESAME_* settings or another user pk type)"
+        )
+    return user_pk, age, data[: -sesame_settings.SIGNATURE_SIZE], signature
+
+
+def _expired(age: int) -> Refused:
+    return Refused(
+        f"expired: made {age} s ago, SESAME_MAX_AGE is {sesame_settings.MAX_AGE}"
+    )
+
+
+def _shown(key: Any) -> str:
+    """A user key for the log: repr()'d (no control characters), shortened."""
+    text = repr(key)
+    if len(text) > _MAX_SHOWN_KEY:
+        text = text[: _MAX_SHOWN_KEY - 3] + "..."
+    return text
 
 
 def _origin(exc: BaseException) -> str:

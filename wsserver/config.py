@@ -252,10 +252,22 @@ SETTINGS: tuple[Setting, ...] = (
         "REDIS_URL",
         "redis://127.0.0.1:6379/1",
         "The Redis server and database the main site publishes events to "
-        "(the main site's WSSERVER_REDIS_URL).",
+        "(the main site's WSSERVER_REDIS_URL). Ignored when WS_REDIS_URL is set.",
         _redis_url,
         secret=True,
         group="Shared with the main site",
+    ),
+    Setting(
+        "WS_REDIS_URL",
+        "",
+        "The same as REDIS_URL, and it wins over it: set this one when the "
+        "sidecar shares an environment file with the main site, whose own "
+        "REDIS_URL often names its cache (as in cookiecutter-django). Empty: "
+        "REDIS_URL is used.",
+        lambda value: _redis_url(value) if value else "",
+        secret=True,
+        group="Shared with the main site",
+        field="ws_redis_url",
     ),
     Setting(
         "WS_CHANNEL",
@@ -622,7 +634,9 @@ class Config:
     database: dict[str, Any] = dataclasses.field(repr=False)
     secret_key: str = dataclasses.field(repr=False)
     secret_key_fallbacks: tuple[str, ...] = dataclasses.field(repr=False)
+    # The Redis URL in use: WS_REDIS_URL's if set, else REDIS_URL's.
     redis_url: str = dataclasses.field(repr=False)
+    ws_redis_url: str = dataclasses.field(repr=False)
     channel: str
     sesame_scope: str
     history_size: int
@@ -659,12 +673,21 @@ class Config:
     max_connection_age: float | None
     environ: Mapping[str, str] = dataclasses.field(repr=False, compare=False)
 
+    @property
+    def redis_url_variable(self) -> str:
+        """The variable redis_url comes from, for messages: WS_REDIS_URL or
+        REDIS_URL."""
+        return "WS_REDIS_URL" if self.ws_redis_url else "REDIS_URL"
+
     def summary(self) -> dict[str, str]:
         """Every setting as configured, with secrets masked, for the start-up log."""
-        return {
+        shown = {
             setting.name: _mask(setting, self.environ[setting.name])
             for setting in SETTINGS
         }
+        if self.ws_redis_url:
+            shown["REDIS_URL"] += " (not used: WS_REDIS_URL is set)"
+        return shown
 
 
 # Config fields made of several settings ("part.key" targets).
@@ -694,6 +717,10 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
                 continue
             text = setting.default
         raw[setting.name] = text
+        if setting.name == "REDIS_URL" and environ.get("WS_REDIS_URL"):
+            # Overridden: perhaps the main site's own (its cache), not ours.
+            values[setting.name] = text
+            continue
         try:
             values[setting.name] = setting.parse(text)
         except ValueError as exc:
@@ -714,6 +741,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         (parts[part] if part else fields)[key] = values[setting.name]
     for part, make in PARTS.items():
         fields[part] = make(**parts[part])
+    fields["redis_url"] = fields["ws_redis_url"] or fields["redis_url"]
     return Config(**fields, environ=raw)
 
 

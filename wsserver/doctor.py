@@ -34,7 +34,7 @@ def check(config: Config, token: str | None = None, out: Callable = print) -> in
             ("SECRET_KEY_FALLBACKS", ",".join(config.secret_key_fallbacks)),
             ("SESAME_KEY", config.sesame.get("SESAME_KEY") or ""),
             ("the password in DATABASE_URL", config.database.get("PASSWORD") or ""),
-            ("a secret in REDIS_URL", config.redis_url),
+            (f"a secret in {config.redis_url_variable}", config.redis_url),
         ]
         if MASKED in value
     ]
@@ -125,18 +125,20 @@ def check_redis(config: Config) -> str | None:
     except redis.exceptions.NoPermissionError as exc:
         return (
             f"{url}: the user may not PING ({one_line(exc)}): is it the main "
-            "site's? Fix: set REDIS_URL to the sidecar's Redis user, with the "
+            f"site's? Fix: set {config.redis_url_variable} to the sidecar's Redis "
+            "user, with the "
             "sidecar's rules of docs/redis.md."
         )
     except redis.AuthenticationError as exc:
         return (
-            f"{url} refuses the credentials ({one_line(exc)}). Fix: set REDIS_URL "
-            "to the sidecar's Redis user (docs/redis.md)."
+            f"{url} refuses the credentials ({one_line(exc)}). Fix: set "
+            f"{config.redis_url_variable} to the sidecar's Redis user (docs/redis.md)."
         )
     except (redis.RedisError, OSError) as exc:
         return (
             f"{url} does not answer ({one_line(exc)}). Fix: start Redis, or set "
-            "REDIS_URL to the main site's Redis with the sidecar's user "
+            f"{config.redis_url_variable} to the main site's Redis with the "
+            "sidecar's user "
             "(docs/redis.md)."
         )
     channels = [config.channel, control_channel(config.channel)]

@@ -106,7 +106,7 @@ class Sidecar:
         )
         authentications = Batcher(
             database,
-            authenticator.authenticate_many,
+            authenticator.authenticate_explained,
             concurrency=config.db_threads,
             counters=counters,
         )

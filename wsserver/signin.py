@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from websockets.exceptions import ConnectionClosed
 
@@ -33,6 +34,9 @@ from .hello import InvalidHello, parse_hello
 from .rechecks import Rechecks, reason
 from .routing import Principal
 
+if TYPE_CHECKING:
+    from .auth import Refused
+
 __all__ = ["SignIn"]
 
 logger = logging.getLogger("wsserver.server")
@@ -43,7 +47,7 @@ class SignIn:
 
     def __init__(
         self,
-        authentications: Batcher[str, Principal | None],
+        authentications: Batcher[str, Principal | Refused | None],
         rechecks: Rechecks,
         delivery: Delivery[SidecarConnection],
         counters: Counters,
@@ -130,7 +134,9 @@ class SignIn:
         since, read = self.rechecks.start_read()
         try:
             async with asyncio.timeout_at(deadline):
-                principal = await self.authentications.call(hello.token)
+                result = await self.authentications.call(hello.token)
+                why = _why(result)
+                principal = None if why else result
                 principal, read = await self.rechecks.confirm(principal, since, read)
         except (DatabaseUnavailable, TimeoutError) as exc:
             logger.warning(
@@ -145,7 +151,14 @@ class SignIn:
             self.refuse(connection, "failure", AUTHENTICATION_FAILED)
             return None
         if principal is None:
-            logger.info("Authentication failed for connection %s", connection.id)
+            # Why, never the token: the Authenticator's reasons hold none.
+            logger.info(
+                "Authentication failed for connection %s: %s",
+                connection.id,
+                why
+                or "access changed during authentication (deactivated, or "
+                "the password changed)",
+            )
             self.refuse(connection, "failure", AUTHENTICATION_FAILED)
             return None
         return principal, hello.last_event_id, read
@@ -156,3 +169,16 @@ class SignIn:
         """Count a refused authentication by its result and close."""
         self.counters.authentications[result] += 1
         connection.close_soon(*close)
+
+
+def _why(result: object) -> str:
+    """Why an authentication result refuses its token; "" for a principal.
+
+    A refusal is None or a wsserver.auth.Refused (not imported here: it
+    needs Django's app registry), which says why.
+    """
+    if result is None:
+        return "refused"
+    if isinstance(result, Principal):
+        return ""
+    return str(getattr(result, "reason", "")) or "refused"

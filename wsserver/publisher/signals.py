@@ -209,12 +209,23 @@ def groups_changed(group_ids, using: str | None) -> None:
         publish_control_on_commit({"type": "group", "group_id": group_id}, using)
 
 
-def on_user_saved_or_deleted(sender, instance, using: str, **kwargs) -> None:
+# Saves of these fields only change no access: django.contrib.auth's
+# update_last_login saves last_login alone on every login. (last_login would
+# revoke tokens only with SESAME_ONE_TIME, which the sidecar refuses.)
+NO_ACCESS_FIELDS = frozenset({"last_login"})
+
+
+def on_user_saved_or_deleted(
+    sender, instance, using: str, update_fields=None, **kwargs
+) -> None:
     """A user was saved or deleted: recheck their connections.
 
     Any save may change access (is_active, is_superuser, the password that
-    revokes tokens); a deletion ends it.
+    revokes tokens); a deletion ends it. A save of last_login alone (every
+    login) sends nothing.
     """
+    if update_fields and frozenset(update_fields) <= NO_ACCESS_FIELDS:
+        return
     users_changed([instance.pk], using)
 
 

@@ -3,7 +3,15 @@
 Run it on the main site; paste the output into the sidecar's systemd unit,
 container environment or Kubernetes manifest. Secrets (SECRET_KEY and its
 fallbacks, the database password, the Redis password and any secret
-parameter of REDIS_URL, SESAME_KEY) are masked unless --show-secrets is given.
+parameter of the Redis URL, SESAME_KEY) are masked unless --show-secrets is
+given.
+
+The output is an environment file (``NAME=value`` lines, shell-quoted, and
+``#`` comments), with two lines to edit, as its comments and a warning on
+standard error say: DATABASE_URL is the site's own login, to replace with
+the sidecar's read-only role, and the Redis URL is the site's (the
+publisher's), given as WS_REDIS_URL, which wins over a REDIS_URL that the
+site itself may use in the same environment (for its cache).
 """
 
 from __future__ import annotations
@@ -59,17 +67,18 @@ class Command(BaseCommand):
         def secret(value: str) -> str:
             return value if show_secrets or not value else MASK
 
+        vendor = connections[database].vendor
         env = {
             "DATABASE_URL": database_url(
-                connections[database].vendor,
-                connections[database].settings_dict,
-                secret,
+                vendor, connections[database].settings_dict, secret
             ),
             "SECRET_KEY": secret(settings.SECRET_KEY),
             "SECRET_KEY_FALLBACKS": secret(
                 ",".join(getattr(settings, "SECRET_KEY_FALLBACKS", []))
             ),
-            "REDIS_URL": redis_url() if show_secrets else mask_url(redis_url(), MASK),
+            "WS_REDIS_URL": (
+                redis_url() if show_secrets else mask_url(redis_url(), MASK)
+            ),
             "WS_CHANNEL": channel(),
             "WS_SESAME_SCOPE": sesame_scope(),
             "WS_HISTORY_SIZE": str(history_size()),
@@ -80,8 +89,40 @@ class Command(BaseCommand):
             self.stdout.write(
                 "# Secrets are masked: run with --show-secrets to print them."
             )
+        notes = {
+            "DATABASE_URL": database_note(vendor),
+            "WS_REDIS_URL": REDIS_NOTE,
+        }
         for name, value in env.items():
+            for line in notes.get(name, ()):
+                self.stdout.write(f"# {line}")
             self.stdout.write(f"{name}={shlex.quote(value)}")
+        if vendor != "sqlite":
+            # Seen even when the output goes to a file.
+            self.stderr.write(
+                "wsserver_env: DATABASE_URL is this site's own database login: "
+                "replace it with the sidecar's read-only role (see the README's "
+                '"A read-only database role").'
+            )
+
+
+REDIS_NOTE = (
+    "The main site's WSSERVER_REDIS_URL. WS_REDIS_URL wins over REDIS_URL, which",
+    "the site may use for itself (e.g. its cache): set this one. With Redis ACLs,",
+    "give the sidecar's user instead (docs/redis.md).",
+)
+
+
+def database_note(vendor: str) -> tuple[str, ...]:
+    """The comment lines printed above DATABASE_URL."""
+    if vendor == "sqlite":
+        return ("The site's SQLite file: the sidecar opens it read-only (mode=ro).",)
+    return (
+        "EDIT: this is the main site's own login. Put the sidecar's read-only role",
+        'here instead (README: "A read-only database role"): the sidecar opens',
+        "its sessions read-only too, but a role that may write is one bug away",
+        "from writing.",
+    )
 
 
 def database_url(vendor: str, database: dict, secret: Callable[[str], str]) -> str:
