@@ -54,7 +54,8 @@ class MainSite:
 
     The example site unless ``manage_py`` names another one's manage.py
     (e.g. GUARDIAN_SITE); it must have ``seed_demo --password`` and
-    ``ws_token`` commands.
+    ``ws_token`` commands. It runs on this Python (and its Django) unless
+    ``python`` names another's (tests/test_cross_versions.py).
     """
 
     def __init__(
@@ -63,9 +64,11 @@ class MainSite:
         redis_url: str,
         channel: str,
         manage_py: Path = EXAMPLE / "manage.py",
+        python: str = sys.executable,
         **env: str,
     ):
         self.manage_py = Path(manage_py)
+        self.python = python
         self.env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -94,7 +97,7 @@ class MainSite:
 
     def manage(self, *args: str, check: bool = True, **env: str) -> str:
         result = subprocess.run(
-            [sys.executable, str(self.manage_py), *args],
+            [self.python, str(self.manage_py), *args],
             env={**self.env, **env},
             capture_output=True,
             text=True,
@@ -113,7 +116,7 @@ class MainSite:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [
-                sys.executable,
+                self.python,
                 str(self.manage_py),
                 "runserver",
                 "--noreload",
@@ -139,9 +142,13 @@ class MainSite:
 
 
 class SidecarProcess:
-    """``python -m wsserver`` in a subprocess, with its log kept in a file."""
+    """``python -m wsserver`` in a subprocess, with its log kept in a file.
 
-    def __init__(self, tmp_path: Path, **env: str):
+    On this Python (and its Django) unless ``python`` names another's.
+    """
+
+    def __init__(self, tmp_path: Path, python: str = sys.executable, **env: str):
+        self.python = python
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -181,19 +188,23 @@ class SidecarProcess:
             )
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "wsserver"],
+            [self.python, "-m", "wsserver"],
             env=self.env,
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
         if wait_ready:
-            wait_for(
-                lambda: http_status(self.http + "/readyz") == 200,
-                30,
-                f"sidecar (log: {self.log()})",
-                self.process,
-            )
+            try:
+                wait_for(
+                    lambda: http_status(self.http + "/readyz") == 200,
+                    30,
+                    f"sidecar on {self.python}",
+                    self.process,
+                )
+            except (RuntimeError, TimeoutError) as exc:
+                # The log as it is now, not as it was when the wait began.
+                raise type(exc)(f"{exc}; its log:\n{self.log()}") from None
         return self
 
     def log(self) -> str:

@@ -531,12 +531,17 @@ class TlsRedis:
         self._openssl(
             "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem",
             "-days", "1", "-subj", "/CN=wsserver test CA",
+            # Python 3.13 verifies strictly (VERIFY_X509_STRICT): a CA's key
+            # usage, and the server certificate's authority key identifier.
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
         )  # fmt: skip
         self._openssl(
             "req", *ec, "-keyout", "redis.key", "-out", "redis.csr",
             "-subj", "/CN=localhost",
         )  # fmt: skip
-        (self.directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        (self.directory / "san.ext").write_text(
+            "subjectAltName=IP:127.0.0.1\nauthorityKeyIdentifier=keyid,issuer\n"
+        )
         self._openssl(
             "x509", "-req", "-in", "redis.csr", "-CA", "ca.pem", "-CAkey",
             "ca.key", "-CAcreateserial", "-out", "redis.pem", "-days", "1",
