@@ -190,6 +190,13 @@ def postgres_site(postgres, redis_url, site_env, request) -> MainSite:
 
 
 @pytest.fixture(scope="module")
+def mariadb_site(mysql, redis_url, site_env, request) -> MainSite:
+    """The example site on a new MariaDB database, otherwise as sqlite_site."""
+    channel = module_channel(request, "mariadb")
+    return MainSite(mysql.create(), redis_url, channel, **site_env).prepare()
+
+
+@pytest.fixture(scope="module")
 def site(sqlite_site) -> MainSite:
     """The module's example site: SQLite unless the module says otherwise
     (e.g. ``def site(postgres_site): return postgres_site``)."""
