@@ -140,7 +140,7 @@ def test_the_redis_password_is_masked_unless_asked_for(site):
     assert result.returncode == 1
     problems = [line for line in result.stdout.splitlines() if "PROBLEM" in line]
     assert any(
-        "a secret in REDIS_URL is '********'" in p and "--show-secrets" in p
+        "a secret in WS_REDIS_URL is '********'" in p and "--show-secrets" in p
         for p in problems
     ), result.stdout
 
