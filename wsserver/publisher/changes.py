@@ -269,22 +269,33 @@ def logged_by_admin(model: type[models.Model], pk: Any) -> None:
         scope.log(_key(model, pk))
 
 
+@contextlib.contextmanager
+def _admin_scope_of(request):
+    """While an admin view runs: its user, and the scope that drops the
+    model-change events of the objects it logs (nested views share one)."""
+    if _admin_scope.get() is not None:  # nested: the outer view's scope
+        yield
+        return
+    scope = AdminScope()
+    scope_token = _admin_scope.set(scope)
+    user_token = _user.set(getattr(request, "user", None))
+    try:
+        yield
+    finally:
+        try:
+            scope.close()
+        finally:
+            _user.reset(user_token)
+            _admin_scope.reset(scope_token)
+
+
 def _admin_view(view):
+    """A ModelAdmin view (a method) run in an admin scope."""
+
     @functools.wraps(view)
     def wrapper(self, request, *args, **kwargs):
-        if _admin_scope.get() is not None:  # nested: the outer view's scope
+        with _admin_scope_of(request):
             return view(self, request, *args, **kwargs)
-        scope_token = _admin_scope.set(AdminScope())
-        user_token = _user.set(getattr(request, "user", None))
-        scope = _admin_scope.get()
-        try:
-            return view(self, request, *args, **kwargs)
-        finally:
-            try:
-                scope.close()
-            finally:
-                _user.reset(user_token)
-                _admin_scope.reset(scope_token)
 
     wrapper.wsserver_admin_scope = True
     return wrapper
@@ -294,21 +305,12 @@ ADMIN_VIEWS = ("changeform_view", "delete_view", "changelist_view")
 
 
 def _scoped(view):
+    """A view given to AdminSite.admin_view, run in an admin scope."""
+
     @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
-        if _admin_scope.get() is not None:
+        with _admin_scope_of(request):
             return view(request, *args, **kwargs)
-        scope_token = _admin_scope.set(AdminScope())
-        user_token = _user.set(getattr(request, "user", None))
-        scope = _admin_scope.get()
-        try:
-            return view(request, *args, **kwargs)
-        finally:
-            try:
-                scope.close()
-            finally:
-                _user.reset(user_token)
-                _admin_scope.reset(scope_token)
 
     return wrapper
 
