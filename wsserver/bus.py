@@ -14,11 +14,15 @@ invalid bus message) and skipped; the next message is handled as usual.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Protocol
 
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from .counters import Counters
@@ -33,6 +37,7 @@ logger = logging.getLogger("wsserver.bus")
 HEALTH_CHECK_INTERVAL = 5
 READ_TIMEOUT = 1.0
 CLOSE_TIMEOUT = 2.0
+SUBSCRIBE_TIMEOUT = 5.0
 
 
 def backoff_delays(
@@ -45,6 +50,16 @@ def backoff_delays(
     while True:
         yield delay * (0.5 + rand() / 2)
         delay = min(delay * 2, maximum)
+
+
+class CatchingUp(Protocol):
+    """What the subscriber calls to read the history (see wsserver.server)."""
+
+    async def start(self) -> None:
+        """Before subscribing: note where the history is, the first time."""
+
+    async def backfill(self) -> None:
+        """Once subscribed: pass on what was missed since the last event."""
 
 
 class Subscriber:
@@ -60,6 +75,8 @@ class Subscriber:
         control_channel: str | None = None,
         on_subscribed: Callable[[], Awaitable[None] | None] | None = None,
         counters: Counters | None = None,
+        catchup: CatchingUp | None = None,
+        connect: Callable[..., Any] | None = None,
     ) -> None:
         self.url = url
         self.channel = channel
@@ -73,12 +90,18 @@ class Subscriber:
         if on_control is not None and control_channel is not None:
             self.handlers[control_channel.encode()] = on_control
         self.on_subscribed = on_subscribed
+        # Reads what was missed from the history, after each subscription.
+        self.catchup = catchup
         self.subscribed = False
         # Reconnections, and messages whose handler failed (counted invalid).
         self.counters = Counters() if counters is None else counters
         self._reconnecting = False
         self._had_subscription = False
         self._subscribed_event = asyncio.Event()
+        # How to make a client, given its options (Sentinel: the master's).
+        self.connect: Callable[..., Any] = connect or functools.partial(
+            aioredis.Redis.from_url, url
+        )
 
     async def wait_subscribed(self) -> None:
         """Return once the subscription is up (at once if it is now)."""
@@ -117,15 +140,29 @@ class Subscriber:
                 return
 
     async def _receive(self) -> None:
-        client = aioredis.Redis.from_url(
-            self.url,
+        client = self.connect(
             health_check_interval=HEALTH_CHECK_INTERVAL,
             socket_connect_timeout=5,
             socket_keepalive=True,
+            # A reconnection must not go unnoticed: what went by meanwhile
+            # is read from the history.
+            retry=Retry(NoBackoff(), 0),
         )
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub = client.pubsub()
         try:
+            if self.catchup is not None:
+                await self.catchup.start()
             await pubsub.subscribe(*self.handlers)
+            pending = set(self.handlers)
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                while pending:
+                    message = await pubsub.get_message(timeout=READ_TIMEOUT)
+                    if message is not None and message["type"] == "subscribe":
+                        pending.discard(message["channel"])
+            if self.catchup is not None:
+                # Subscribed: what is published from now on arrives live,
+                # and what came before is in the history.
+                await self.catchup.backfill()
             self._set_subscribed(True)
             self._had_subscription = True
             if self._reconnecting and self.on_subscribed is not None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from .logs import mask_url
 from .pktypes import PK_TYPES, describe_pk_types
+from .redistarget import RedisTarget, parse_redis
 
 __all__ = [
     "SETTINGS",
@@ -186,11 +187,21 @@ def _database_url(value: str) -> dict[str, Any]:
 
 
 def _redis_url(value: str) -> str:
-    scheme = urllib.parse.urlsplit(value).scheme
-    if scheme not in {"redis", "rediss", "unix"}:
+    # Checked whole with WS_REDIS_CLUSTER and WS_REDIS_CA_FILE (_cross_check).
+    from .redistarget import SCHEMES
+
+    scheme = urllib.parse.urlsplit(value.split(",", 1)[0].strip()).scheme
+    if scheme not in SCHEMES:
         raise ValueError(
-            f"expected a redis://, rediss:// or unix:// URL, got {mask_url(value)!r}"
+            "expected a redis://, rediss://, unix:// or redis+sentinel:// URL, "
+            f"got {mask_url(value)!r}"
         )
+    return value
+
+
+def _file(value: str) -> str:
+    if value and not os.path.isfile(value):
+        raise ValueError(f"no such file: {value!r}")
     return value
 
 
@@ -268,6 +279,26 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
         group="Shared with the main site",
         field="ws_redis_url",
+    ),
+    Setting(
+        "WS_REDIS_CLUSTER",
+        "false",
+        "true: the Redis URL names a node of a Redis Cluster (more startup "
+        "nodes may follow, comma-separated), and events come on sharded "
+        "channels, one per partition (the main site's WSSERVER_REDIS_CLUSTER; "
+        "see docs/redis.md). Checked against the server at start-up.",
+        _bool,
+        group="Shared with the main site",
+        field="redis_cluster",
+    ),
+    Setting(
+        "WS_REDIS_CA_FILE",
+        "",
+        "With rediss:// (TLS): the PEM file of the certificate authorities to "
+        "trust (the main site's WSSERVER_REDIS_CA_FILE). Empty: the system's.",
+        _file,
+        group="Shared with the main site",
+        field="redis_ca_file",
     ),
     Setting(
         "WS_CHANNEL",
@@ -637,6 +668,8 @@ class Config:
     # The Redis URL in use: WS_REDIS_URL's if set, else REDIS_URL's.
     redis_url: str = dataclasses.field(repr=False)
     ws_redis_url: str = dataclasses.field(repr=False)
+    redis_cluster: bool
+    redis_ca_file: str
     channel: str
     sesame_scope: str
     history_size: int
@@ -672,6 +705,15 @@ class Config:
     recheck_interval: float | None
     max_connection_age: float | None
     environ: Mapping[str, str] = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def redis(self) -> RedisTarget:
+        """The Redis in use (one server, Sentinel or a Cluster), parsed."""
+        return parse_redis(
+            self.redis_url,
+            cluster=self.redis_cluster,
+            ca_file=self.redis_ca_file or None,
+        )
 
     @property
     def redis_url_variable(self) -> str:
@@ -748,6 +790,15 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
 def _cross_check(values: dict[str, Any]) -> list[str]:
     """Problems that involve more than one variable."""
     problems = []
+    variable = "WS_REDIS_URL" if values["WS_REDIS_URL"] else "REDIS_URL"
+    try:
+        parse_redis(
+            values[variable],
+            cluster=values["WS_REDIS_CLUSTER"],
+            ca_file=values["WS_REDIS_CA_FILE"] or None,
+        )
+    except ValueError as exc:
+        problems.append(f"{variable}: {exc}")
     if (
         values["SESAME_MAX_AGE"] is None
         and not values["SESAME_INVALIDATE_ON_PASSWORD_CHANGE"]

@@ -37,5 +37,11 @@ class Counters:
     slow_client_closes: int = 0
     revocations: int = 0
     bus_reconnects: int = 0
+    # Events read from history after a subscription came back (or began).
+    bus_backfilled: int = 0
+    # Subscriptions that came back too late for history: resume_gap sent.
+    bus_gaps: int = 0
+    # Live events dropped because a backfill had sent them already.
+    bus_duplicates: int = 0
     gc_full_collections: int = 0
     gc_full_collection_seconds: float = 0.0

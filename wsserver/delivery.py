@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Hashable, Iterable, Iterator, Sequence
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from .audience import MAX_AUDIENCE_SIZE, Audience
 from .events import ID_FIELD_SIZE, Event, InvalidEvent, event_id_key, parse_event
-from .resume import HeldTooMany, Position, Resumes
+from .partitions import routed
+from .resume import HeldTooMany, Positions, Resumes
 from .routing import Principal, Router
+
+if TYPE_CHECKING:
+    from .history import Entry
 
 __all__ = ["MAX_CLOCK_SKEW", "Delivery", "Send"]
 
@@ -84,16 +88,39 @@ class Delivery(Generic[C]):
 
     # Events from the bus
 
-    def accept(self, payload: bytes, now: float) -> Event:
+    def accept(self, payload: bytes, now: float, partition: int | None = None) -> Event:
         """Parse a bus message into an event that can be delivered, or raise
-        :class:`~wsserver.events.InvalidEvent` (``now``: the Unix time)."""
+        :class:`~wsserver.events.InvalidEvent` (``now``: the Unix time;
+        ``partition``: the Redis Cluster partition it came on, if any)."""
         if len(payload) > self.max_event_size + ID_FIELD_SIZE + MAX_AUDIENCE_SIZE + 2:
             raise InvalidEvent(f"{len(payload)} bytes, more than WS_MAX_EVENT_SIZE")
         event = parse_event(payload, self.max_event_size)
         key = event_id_key(event.id)
         if key is not None and key[0] > (now + MAX_CLOCK_SKEW) * 1000:
             raise InvalidEvent(f"id {event.id} is in the future")
+        if partition is not None:
+            own, excluded = routed(event.audience, partition)
+            if not own:
+                raise InvalidEvent(
+                    f"no one in its audience follows partition {partition}"
+                )
+            if own != event.audience or excluded is not None:
+                event = Event(own, event.payload, event.id, excluded)
         return event
+
+    def replayed(self, entry: Entry, partition: int | None = None) -> Event | None:
+        """An event read from the history to be routed as a live one (a
+        subscriber catching up); None if it cannot be sent."""
+        if entry.audience is None:
+            return None
+        if len(entry.payload) > self.max_event_size + ID_FIELD_SIZE:
+            return None
+        if partition is None:
+            return Event(entry.audience, entry.payload, entry.id)
+        own, excluded = routed(entry.audience, partition)
+        if not own:
+            return None
+        return Event(own, entry.payload, entry.id, excluded)
 
     def route(self, events: Sequence[Event]) -> tuple[list[Send[C]], list[C]]:
         """The writes for events that arrived together, and the connections
@@ -126,6 +153,9 @@ class Delivery(Generic[C]):
 
     def _recipients(self, event: Event, overflowed: list[C]) -> Iterable[C]:
         recipients = self.router.recipients(event.audience)
+        if event.excluded is not None:
+            excluded = self.router.recipients(event.excluded)
+            recipients = set(recipients).difference(excluded)
         resumes = self.resumes
         if not resumes:
             return recipients
@@ -160,12 +190,12 @@ class Delivery(Generic[C]):
         """Queue a connection's live events while its missed ones are read."""
         self.resumes.hold(connection)
 
-    def take_held(self, connection: C, after: Position | None) -> list[Event]:
+    def take_held(self, connection: C, after: Positions | None) -> list[Event]:
         """The live events held for a connection so far that a replay up to
         ``after`` did not include; holding goes on."""
         return self.resumes.take(connection, after)
 
-    def release(self, connection: C, position: Position | None) -> None:
+    def release(self, connection: C, position: Positions | None) -> None:
         """Deliver live events again, except those up to ``position`` (what
         the replay sent)."""
         if position is None:

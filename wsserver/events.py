@@ -23,6 +23,7 @@ __all__ = [
     "InvalidEvent",
     "event_id_key",
     "parse_event",
+    "split_event_id",
     "with_id",
 ]
 
@@ -37,9 +38,13 @@ class Event:
 
     audience: Audience
     payload: bytes
-    # The Redis Stream entry id the publisher gave it ("<ms>-<seq>"); None
-    # for events published straight to the channel, which cannot be replayed.
+    # The Redis Stream entry id the publisher gave it ("<ms>-<seq>", or
+    # "<partition>:<ms>-<seq>" on a Redis Cluster); None for events published
+    # straight to the channel, which cannot be replayed.
     id: str | None = None
+    # On a Redis Cluster, who in ``audience`` takes the event from another
+    # partition's copy (see wsserver.partitions); None: nobody.
+    excluded: Audience | None = None
 
 
 # Admin events of a content type share one audience object.
@@ -87,8 +92,11 @@ def parse_event(payload: bytes | str, max_size: int | None = None) -> Event:
             )
         audience = content_type_audience(content_type_id)
     event_id = data.get("id")
-    if event_id is not None and event_id_key(event_id) is None:
-        raise InvalidEvent(f"id is {event_id!r}, expected a stream id like '1-0'")
+    if event_id is not None:
+        if event_id_key(event_id) is None:
+            raise InvalidEvent(f"id is {event_id!r}, expected a stream id like '1-0'")
+        if max_size is not None and len(payload) - _ID_FIELD - len(event_id) > max_size:
+            raise InvalidEvent(f"{len(payload)} bytes, more than WS_MAX_EVENT_SIZE")
     return Event(audience, payload, event_id)
 
 
@@ -110,17 +118,33 @@ def _json_object(payload: bytes) -> dict:
 # Redis Stream ids are two unsigned 64-bit integers: at most 20 digits each.
 MAX_ID_PART = 2**64 - 1
 MAX_ID_LENGTH = 2 * len(str(MAX_ID_PART)) + 1
+# A Redis Cluster partition's id starts with "<partition>:" (at most "255:").
+MAX_PREFIX_LENGTH = len("255:")
 # The most that inserting '"id":"<id>",' adds to an event.
-ID_FIELD_SIZE = len('"id":"",') + MAX_ID_LENGTH
+_ID_FIELD = len('"id":"",')
+ID_FIELD_SIZE = _ID_FIELD + MAX_PREFIX_LENGTH + MAX_ID_LENGTH
 
 
 def event_id_key(event_id: object) -> tuple[int, int] | None:
     """Make stream ids comparable: "1700000000000-3" -> (1700000000000, 3).
 
-    None for anything that is not a Redis Stream id. The length is checked
-    before any conversion: an id of thousands of digits costs nothing.
+    A Redis Cluster partition's ids start with the partition and a colon
+    ("17:1700000000000-3"), which this ignores (see :func:`split_event_id`).
+    None for anything that is not a stream id. The length is checked before
+    any conversion: an id of thousands of digits costs nothing.
     """
-    if not isinstance(event_id, str) or len(event_id) > MAX_ID_LENGTH:
+    if (
+        not isinstance(event_id, str)
+        or len(event_id) > MAX_ID_LENGTH + MAX_PREFIX_LENGTH
+    ):
+        return None
+    if ":" in event_id:
+        partition, _, event_id = event_id.partition(":")
+        if not (
+            0 < len(partition) <= 3 and partition.isascii() and partition.isdigit()
+        ):
+            return None
+    if len(event_id) > MAX_ID_LENGTH:
         return None
     milliseconds, dash, sequence = event_id.partition("-")
     if not (dash and milliseconds.isdigit() and sequence.isdigit()):
@@ -131,6 +155,15 @@ def event_id_key(event_id: object) -> tuple[int, int] | None:
     if key[0] > MAX_ID_PART or key[1] > MAX_ID_PART:
         return None
     return key
+
+
+def split_event_id(event_id: str) -> tuple[int | None, str]:
+    """A cluster id's partition and stream id ("17:1-0" -> (17, "1-0")); the
+    partition is None in an id without one."""
+    partition, colon, stream_id = event_id.rpartition(":")
+    if not colon:
+        return None, event_id
+    return int(partition), stream_id
 
 
 def with_id(payload: bytes, event_id: str) -> bytes:

@@ -21,12 +21,14 @@ import time
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
+from .catchup import Catchup
 from .closes import CLIENT_TOO_SLOW
 from .connection import SidecarConnection
 from .counters import Counters
 from .delivery import Delivery, Send
 from .events import Event, InvalidEvent
-from .resume import Position
+from .history import Entry
+from .resume import Positions
 
 __all__ = ["Fanout", "text_frame"]
 
@@ -49,24 +51,48 @@ class Fanout:
         counters: Counters,
         *,
         compression: bool,
+        catchup: Catchup | None = None,
     ) -> None:
         self.delivery = delivery
         self.counters = counters
         self.compression = compression
+        # What the subscriber passed on, to catch up after losing it.
+        self.catchup = catchup
         self._pending: list[Event] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def receive(self, payload: bytes) -> Event | None:
-        """A message from the bus: submit its event, or count and skip it."""
+    def receive(self, payload: bytes, partition: int | None = None) -> Event | None:
+        """A message from the bus (on a Redis Cluster, from this partition):
+        submit its event, or count and skip it. While the subscriber catches
+        up (see wsserver.catchup), it is held, or dropped if sent already."""
         try:
-            event = self.delivery.accept(payload, time.time())
+            event = self.delivery.accept(payload, time.time(), partition)
         except InvalidEvent as exc:
             self.counters.bus_events["invalid"] += 1
             logger.warning("Skipped a bus message: %s: %.100r", exc, payload)
             return None
         self.counters.bus_events["routed"] += 1
-        self.submit(event)
+        if self.catchup is None or self.catchup.live(partition, event):
+            self.submit(event)
         return event
+
+    def backfill(self, partition: int | None, entries: list[Entry]) -> None:
+        """Submit the events a subscriber read from the history after it
+        subscribed again, except those it passed on already."""
+        catchup = self.catchup
+        assert catchup is not None
+        for entry in entries:
+            if entry.audience is None:
+                continue  # invalid, counted by the history
+            event = self.delivery.replayed(entry, partition)
+            if event is not None and catchup.backfilled(partition, event):
+                self.submit(event)
+
+    def release(self, partition: int | None) -> None:
+        """The backfill is done: submit the live events held meanwhile."""
+        assert self.catchup is not None
+        for event in self.catchup.release(partition):
+            self.submit(event)
 
     def submit(self, event: Event) -> None:
         """Queue an event; events submitted in the same loop iteration go together."""
@@ -92,7 +118,7 @@ class Fanout:
             self._too_slow(connection)
 
     def take_held(
-        self, connection: SidecarConnection, after: Position | None
+        self, connection: SidecarConnection, after: Positions | None
     ) -> list[Event]:
         """The events held for a resuming connection, those queued included."""
         if self._pending:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from .cursors import InvalidCursor, parse_cursor
 from .events import event_id_key
 
 __all__ = ["Hello", "InvalidHello", "parse_hello"]
@@ -44,5 +45,11 @@ def parse_hello(message: str) -> Hello:
         raise InvalidHello("token must be a string")
     last_event_id = data.get("last_event_id")
     if last_event_id is not None and event_id_key(last_event_id) is None:
-        raise InvalidHello("last_event_id must be an event id like '1-0'")
+        try:
+            parse_cursor(last_event_id)
+        except InvalidCursor:
+            raise InvalidHello(
+                "last_event_id must be an event id like '1-0', or a Redis "
+                "Cluster cursor like '3:1-0,17:2-0'"
+            ) from None
     return Hello(token.strip(), last_event_id)

@@ -12,14 +12,17 @@ from before Redis lost its data: also a gap).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from .audience import Audience, InvalidAudience, parse_audience
+from .cursors import InvalidCursor, cursor_starts, parse_cursor
 from .events import (
     InvalidEvent,
     content_type_audience,
@@ -29,7 +32,17 @@ from .events import (
 )
 from .logs import mask_url
 
-__all__ = ["Entry", "History", "HistoryUnavailable", "Replay"]
+if TYPE_CHECKING:
+    from .routing import Principal
+
+__all__ = [
+    "ClusterHistory",
+    "ClusterReplay",
+    "Entry",
+    "History",
+    "HistoryUnavailable",
+    "Replay",
+]
 
 logger = logging.getLogger("wsserver.history")
 
@@ -73,29 +86,83 @@ class Replay:
 class History:
     """The channel's history stream: what a resume sends, and its entries."""
 
-    def __init__(self, url: str, key: str, limit: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        limit: int,
+        *,
+        client: Any = None,
+        id_prefix: str = "",
+    ) -> None:
         self.url = url
         self.key = key
         self.limit = limit
+        # Before each entry's id: its partition's, on a Redis Cluster.
+        self.id_prefix = id_prefix
         self.invalid_entries = 0
-        self._client = aioredis.Redis.from_url(
-            url, socket_timeout=5, socket_connect_timeout=5
+        self._client = (
+            aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+            if client is None
+            else client
         )
 
-    async def plan(self, last_event_id: str) -> Replay:
-        """Decide what a client that last saw ``last_event_id`` is sent."""
+    async def newest(self) -> Position:
+        """The id of the newest entry ever added ((0, 0): none yet)."""
+        try:
+            info = await self._client.xinfo_stream(self.key)
+        except ResponseError:  # no such key
+            return (0, 0)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        newest = event_id_key(_text(info.get("last-generated-id") or b"0-0"))
+        return (0, 0) if newest is None else newest
+
+    async def after(self, position: Position) -> tuple[bool, Replay, Position | None]:
+        """What a subscriber that last passed ``position`` on missed: whether
+        some of it is gone (a gap), the replay of what is still there, and the
+        stream's newest id if it is older than ``position`` (the stream lost
+        entries the subscriber saw: a failover to a replica that had not
+        received them), else None."""
+        after = f"{position[0]}-{position[1]}"
+        try:
+            try:
+                info = await self._client.xinfo_stream(self.key)
+            except ResponseError:  # no such key: nothing was ever added
+                return False, Replay(after, None, gap=False), None
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        newest = _text(info.get("last-generated-id") or b"0-0")
+        newest_key = event_id_key(newest) or (0, 0)
+        if newest_key < position:
+            return False, Replay(after, None, gap=False), newest_key
+        gap = _trimmed_after(info, position)
+        return gap, Replay(after, newest, gap=gap), None
+
+    async def plan(
+        self,
+        last_event_id: str,
+        principal: Principal | None = None,
+        *,
+        exact: bool = True,
+    ) -> Replay:
+        """Decide what a client that last saw ``last_event_id`` is sent.
+
+        ``exact``: the id is one the client received; else a time (see
+        wsserver.cursors), which the stream may not have reached yet.
+        """
         last = event_id_key(last_event_id)
         assert last is not None
         try:
             try:
                 info = await self._client.xinfo_stream(self.key)
             except ResponseError:  # no such key: no history at all
-                return Replay(last_event_id, None, gap=True)
+                return Replay(last_event_id, None, gap=exact)
             newest = _text(info.get("last-generated-id") or b"0-0")
             newest_key = event_id_key(newest)
             if newest_key is None or last > newest_key:
                 # An id this stream never gave: the client must reload.
-                return Replay(last_event_id, None, gap=True)
+                return Replay(last_event_id, None, gap=exact)
             if last == newest_key:
                 return Replay(last_event_id, newest, gap=False)
             if _trimmed_after(info, last) or await self._more_than_limit(info, last):
@@ -118,7 +185,9 @@ class History:
                 raise self._unavailable(exc) from exc
             if not raw:
                 return
-            entries = [_entry(entry_id, fields) for entry_id, fields in raw]
+            entries = [
+                _entry(entry_id, fields, self.id_prefix) for entry_id, fields in raw
+            ]
             invalid = sum(entry.audience is None for entry in entries)
             if invalid:
                 self.invalid_entries += invalid
@@ -161,9 +230,82 @@ class History:
         await self._client.aclose()
 
 
-def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+@dataclasses.dataclass(frozen=True)
+class ClusterReplay:
+    """A resume on a Redis Cluster: a replay in each partition (see
+    wsserver.cursors), or a gap."""
+
+    after: str
+    parts: dict[int, Replay]
+    gap: bool
+
+    @property
+    def position(self) -> dict[int, Position] | None:
+        """Each replayed partition's ``until``, comparable (None: nothing)."""
+        positions = {
+            partition: key
+            for partition, replay in self.parts.items()
+            if (key := replay.position) is not None
+        }
+        return positions or None
+
+
+class ClusterHistory:
+    """The partitions' history streams, read for a resume."""
+
+    def __init__(
+        self,
+        history: Callable[[int], History],
+        partitions: Callable[[Principal], frozenset[int]],
+    ) -> None:
+        self.history = history
+        self.partitions = partitions
+
+    async def plan(
+        self, last_event_id: str, principal: Principal | None = None
+    ) -> ClusterReplay:
+        """Decide what a client at cursor ``last_event_id`` is sent."""
+        assert principal is not None
+        try:
+            cursor = parse_cursor(last_event_id)
+        except InvalidCursor:  # an id from one Redis: no position here
+            return ClusterReplay(last_event_id, {}, gap=True)
+        starts = cursor_starts(cursor, self.partitions(principal))
+        replays = await asyncio.gather(
+            *(
+                self.history(partition).plan(
+                    f"{position[0]}-{position[1]}", exact=exact
+                )
+                for partition, (position, exact) in starts.items()
+            )
+        )
+        if any(replay.gap for replay in replays):
+            return ClusterReplay(last_event_id, {}, gap=True)
+        return ClusterReplay(
+            last_event_id,
+            {
+                partition: replay
+                for partition, replay in zip(starts, replays, strict=True)
+                if replay.until is not None
+            },
+            gap=False,
+        )
+
+    async def entries(self, replay: ClusterReplay) -> AsyncIterator[list[Entry]]:
+        """The replay's entries, each partition's in order, one after another."""
+        for partition in sorted(replay.parts):
+            async for entries in self.history(partition).entries(
+                replay.parts[partition]
+            ):
+                yield entries
+
+    async def close(self) -> None:
+        """The streams' client is the subscriber's: it closes it."""
+
+
+def _entry(entry_id: bytes, fields: dict[bytes, bytes], prefix: str = "") -> Entry:
     """An entry as it is sent; its audience is None if it must not be."""
-    event_id = entry_id.decode()
+    event_id = prefix + entry_id.decode()
     # An event with an audience is kept as "aevent" (see wire.py), and only
     # with its audience.
     event = fields.get(b"aevent" if b"aud" in fields else b"event", b"")
@@ -226,7 +368,13 @@ def _trimmed_after(info: dict, last: Position) -> bool:
     still in the stream, everything after it is too. Once it is gone, the
     next one may be gone as well, and the client is told (rarely needlessly).
     Entries deleted with XDEL show in ``max-deleted-entry-id`` (Redis 7).
+    A stream that never lost an entry (``entries-added`` is its length) has
+    them all.
     """
+    if info.get("entries-added") is not None and info.get("entries-added") == info.get(
+        "length"
+    ):
+        return False
     deleted = event_id_key(_text(info.get("max-deleted-entry-id") or b"0-0"))
     if deleted is not None and deleted > last:
         return True

@@ -36,6 +36,7 @@ class Gauges:
     authenticating: Callable[[], int] = int
     authentications_queued: Callable[[], int] = int
     bus_subscribed: Callable[[], bool] = bool
+    bus_partitions: Callable[[], int] = int
     gc_frozen_objects: Callable[[], int] = int
 
 
@@ -112,6 +113,16 @@ class _Families(Collector):
             (counter, "bus_reconnects",
              "Attempts to reconnect to Redis after a failure.",
              counters.bus_reconnects),
+            (counter, "bus_backfilled",
+             "Events read from the history after a subscription came back.",
+             counters.bus_backfilled),
+            (counter, "bus_gaps",
+             "Subscriptions that came back after their history was gone: "
+             "their connections were sent resume_gap.",
+             counters.bus_gaps),
+            (counter, "bus_duplicates",
+             "Live events dropped because the history had sent them.",
+             counters.bus_duplicates),
             (counter, "gc_full_collections",
              "Full garbage collections, run once enough connections have "
              "closed (see wsserver.gcschedule).",
@@ -124,8 +135,12 @@ class _Families(Collector):
              "connections), counted after the last full collection: counting "
              "walks them all.",
              gauges.gc_frozen_objects()),
-            (gauge, "bus_subscribed", "1 while subscribed to the Redis channel.",
+            (gauge, "bus_subscribed", "1 while subscribed to the Redis channel "
+             "(on a Redis Cluster: to every partition wanted).",
              int(gauges.bus_subscribed())),
+            (gauge, "bus_partitions",
+             "Redis Cluster partitions subscribed to (0 on one Redis).",
+             gauges.bus_partitions()),
         ]:  # fmt: skip
             yield family(f"wsserver_{name}", description, value=value)
         for name, description, label, values in [

@@ -22,9 +22,9 @@ from .closes import CLIENT_TOO_SLOW, TRY_AGAIN_LATER
 from .connection import SidecarConnection
 from .delivery import Delivery
 from .fanout import Fanout
-from .history import History, HistoryUnavailable, Replay
+from .history import ClusterHistory, History, HistoryUnavailable, Replay
 from .limits import Slots
-from .resume import Position
+from .resume import Positions
 
 __all__ = ["REPLAY_WRITE_SIZE", "Resuming"]
 
@@ -42,7 +42,7 @@ class Resuming:
         self,
         delivery: Delivery[SidecarConnection],
         fanout: Fanout,
-        history: History,
+        history: History | ClusterHistory,
         slots: Slots,
         *,
         timeout: float,
@@ -91,11 +91,13 @@ class Resuming:
 
     async def _replay(
         self, connection: SidecarConnection, last_event_id: str
-    ) -> Position | None:
+    ) -> Positions | None:
         """Send the missed events the user may see now; return the position
         the replay covers (None: nothing was replayed)."""
         try:
-            replay = await self.history.plan(last_event_id)
+            replay = await self.history.plan(
+                last_event_id, self.delivery.router.principal(connection)
+            )
         except HistoryUnavailable:
             replay = Replay(last_event_id, None, gap=True)
         if replay.gap:

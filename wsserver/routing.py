@@ -16,9 +16,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Hashable, Iterable, Iterator
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from .audience import Audience
+
+if TYPE_CHECKING:
+    from .partitions import Interest
 
 __all__ = ["Permissions", "Principal", "Router"]
 
@@ -74,7 +77,9 @@ class Router(Generic[C]):
     :class:`Principal`, and removing a connection forgets everything about it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, interest: Interest | None = None) -> None:
+        # On a Redis Cluster: counts the partitions the connections follow.
+        self.interest = interest
         self._principals: dict[C, Principal] = {}
         self._by_content_type: dict[int, set[C]] = {}
         self._everything: set[C] = set()
@@ -96,6 +101,8 @@ class Router(Generic[C]):
         self._principals[connection] = principal
         self._by_user.setdefault(principal.user_id, set()).add(connection)
         self._index(connection, principal)
+        if self.interest is not None:
+            self.interest.add(principal)
 
     def remove(self, connection: C) -> Principal | None:
         """Stop routing events to a connection; return its principal (None if
@@ -104,6 +111,8 @@ class Router(Generic[C]):
         if principal is None:
             return None
         self._unindex(connection, principal)
+        if self.interest is not None:
+            self.interest.remove(principal)
         connections = self._by_user[principal.user_id]
         connections.discard(connection)
         if not connections:
@@ -119,6 +128,9 @@ class Router(Generic[C]):
         self._unindex(connection, previous)
         self._principals[connection] = principal
         self._index(connection, principal)
+        if self.interest is not None:
+            self.interest.add(principal)
+            self.interest.remove(previous)
 
     def recipients(self, audience: Audience) -> Iterable[C]:
         """The connections in an audience, each once.
@@ -182,6 +194,10 @@ class Router(Generic[C]):
     def permissions(self, connection: C) -> Permissions:
         """A connection's permissions, as of its registration or last update."""
         return self._principals[connection].permissions
+
+    def items(self) -> Iterable[tuple[C, Principal]]:
+        """Every registered connection with its principal (a live view)."""
+        return self._principals.items()
 
     def principals(self) -> Iterable[Principal]:
         """Every registered connection's principal (one per connection)."""

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import time
+from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.server import Server, serve
@@ -27,7 +29,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from .backfill import ChannelBackfill
 from .bus import Subscriber
+from .catchup import Catchup
 from .closes import INTERNAL_ERROR, SERVER_RESTART
 from .connection import CLOSE_TIMEOUT, SidecarConnection, connection_class
 from .counters import Counters
@@ -40,9 +44,11 @@ from .history import History
 from .keepalive import Keepalive
 from .limits import Admission, Slots
 from .metrics import Gauges, Metrics
+from .partitions import Interest
 from .rechecks import Rechecks
 from .resuming import Resuming
-from .routing import Router
+from .routing import Principal, Router
+from .shards import ShardedSubscriber
 from .signin import SignIn
 from .supervision import cancel, start_supervised
 from .wire import control_channel, history_key
@@ -67,14 +73,21 @@ class Sidecar:
     ) -> None:
         self.config = config
         self.counters = counters = Counters()
-        self.router: Router[SidecarConnection] = Router()
+        redis = config.redis
+        # On a Redis Cluster: the partitions the connections follow.
+        self.interest = Interest() if redis.mode == "cluster" else None
+        self.router: Router[SidecarConnection] = Router(self.interest)
         self.delivery = Delivery(
             self.router,
             max_buffer=config.max_buffer,
             max_event_size=config.max_event_size,
         )
+        self.catchup = Catchup(counters)
         self.fanout = Fanout(
-            self.delivery, counters, compression=config.compression is not None
+            self.delivery,
+            counters,
+            compression=config.compression is not None,
+            catchup=self.catchup,
         )
         self.rechecks = Rechecks(
             self.delivery,
@@ -84,18 +97,47 @@ class Sidecar:
             disconnect=self.fanout.disconnect,
             interval=config.recheck_interval,
         )
-        self.subscriber = Subscriber(
-            config.redis_url,
-            config.channel,
-            self.on_bus_message,
-            on_control=self.rechecks.on_control_message,
-            control_channel=control_channel(config.channel),
-            on_subscribed=self.rechecks.on_resubscribed,
-            counters=counters,
-        )
-        history = History(
-            config.redis_url, history_key(config.channel), config.history_size
-        )
+        self.subscriber: Subscriber | ShardedSubscriber
+        if self.interest is not None:
+            self.subscriber = ShardedSubscriber(
+                redis,
+                config.channel,
+                self.interest,
+                self.catchup,
+                on_message=self.on_bus_message,
+                on_backfill=self.fanout.backfill,
+                on_release=self.fanout.release,
+                on_gap=self.on_gap,
+                on_control=self.rechecks.on_control_message,
+                on_subscribed=self.rechecks.on_resubscribed,
+                history_limit=config.history_size,
+                counters=counters,
+            )
+            history = self.subscriber.resume_history()
+        else:
+            history = History(
+                redis.first_url,
+                history_key(config.channel),
+                config.history_size,
+                client=redis.async_client(socket_timeout=5, socket_connect_timeout=5),
+            )
+            self.subscriber = Subscriber(
+                redis.describe(),
+                config.channel,
+                self.on_bus_message,
+                on_control=self.rechecks.on_control_message,
+                control_channel=control_channel(config.channel),
+                on_subscribed=self.rechecks.on_resubscribed,
+                counters=counters,
+                catchup=ChannelBackfill(
+                    history,
+                    self.catchup,
+                    send=self.fanout.backfill,
+                    on_gap=self.on_gap,
+                    counters=counters,
+                ),
+                connect=redis.async_client,
+            )
         self.resume = Resuming(
             self.delivery,
             self.fanout,
@@ -120,6 +162,7 @@ class Sidecar:
             max_connections_per_user=config.max_connections_per_user,
             max_connection_age=config.max_connection_age,
             on_registered=self.gc_scheduler.opened,
+            subscribed=None if self.interest is None else self._subscribed,
         )
         admission = Admission(
             config.max_authenticating, config.max_authenticating_per_address
@@ -148,16 +191,42 @@ class Sidecar:
                 authenticating=admission.__len__,
                 authentications_queued=lambda: authentications.queued,
                 bus_subscribed=lambda: self.subscriber.subscribed,
+                bus_partitions=self._partitions_subscribed,
                 gc_frozen_objects=lambda: self.gc_scheduler.frozen_objects,
             ),
         )
         self.server: Server | None = None
 
-    def on_bus_message(self, payload: bytes) -> None:
+    def on_bus_message(self, payload: bytes, partition: int | None = None) -> None:
         """Send an event to every connection whose user may see it."""
-        event = self.fanout.receive(payload)
+        event = self.fanout.receive(payload, partition)
         if event is not None:
             self.metrics.observe_delay(event.id)
+
+    def on_gap(self, stream: Hashable, position: str) -> None:
+        """Events of a stream were missed and are gone from its history: tell
+        the connections that follow it to reload."""
+        gap = json.dumps({"type": "resume_gap", "last_event_id": position}).encode()
+        interest = self.interest
+        for connection, principal in list(self.router.items()):
+            if interest is None or stream in interest.partitions(principal):
+                self.fanout.write(connection, [gap])
+
+    async def _subscribed(self, principal: Principal) -> None:
+        """Return once the partitions a principal follows are subscribed."""
+        assert self.interest is not None
+        assert isinstance(self.subscriber, ShardedSubscriber)
+        partitions = self.interest.partitions(principal)
+        self.interest.pin(partitions)
+        try:
+            await self.subscriber.wait_for(partitions)
+        finally:
+            self.interest.unpin(partitions)
+
+    def _partitions_subscribed(self) -> int:
+        if isinstance(self.subscriber, ShardedSubscriber):
+            return len(self.subscriber.subscribed_partitions())
+        return 0
 
     # Connections
 

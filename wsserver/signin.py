@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from websockets.exceptions import ConnectionClosed
@@ -56,8 +56,13 @@ class SignIn:
         max_connections_per_user: int,
         max_connection_age: float | None,
         on_registered: Callable[[], None],
+        subscribed: Callable[[Principal], Awaitable[None]] | None = None,
     ) -> None:
         self.authentications = authentications
+        # On a Redis Cluster: wait until the partitions the user follows are
+        # subscribed to, so that nothing published after the registration
+        # is missed.
+        self.subscribed = subscribed
         self.rechecks = rechecks
         self.delivery = delivery
         self.counters = counters
@@ -90,6 +95,22 @@ class SignIn:
             )
             self.refuse(connection, "limited", TOO_MANY_CONNECTIONS)
             return None
+        if self.subscribed is not None:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self.subscribed(principal)
+            except TimeoutError:
+                logger.warning(
+                    "Connection %s told to retry: its Redis Cluster partitions "
+                    "are not subscribed to (Redis unreachable?)",
+                    connection.id,
+                )
+                self.refuse(connection, "unavailable", TRY_AGAIN_LATER)
+                return None
+            if not connection.is_open:
+                return None
+            # Nothing yields from here to the registration, which counts the
+            # partitions in: the subscriptions cannot end in between.
         self.counters.authentications["success"] += 1
         self.delivery.register(connection, principal)
         self.rechecks.registered(principal.user_id, read)

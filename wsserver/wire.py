@@ -37,8 +37,12 @@ def history_key(channel: str) -> str:
 # the event as "@<audience>\n<event>"). An event with an audience is kept as
 # field "aevent", not "event": a sidecar older than audiences, which would
 # replay it to the content type's viewers, finds no event and skips it.
+# On a Redis Cluster (see wsserver.partitions), ARGV[6] is put before the id
+# ("<partition>:") and ARGV[7] is "sharded": the channel is a sharded one,
+# in the stream's slot.
 PUBLISH_WITH_HISTORY = """
 local audience = ARGV[5] or ''
+local prefix = ARGV[6] or ''
 local fields
 if audience ~= '' then
   fields = {'aevent', ARGV[1], 'aud', audience}
@@ -50,11 +54,15 @@ if ARGV[4] and ARGV[4] ~= '' then
   fields[#fields + 1] = ARGV[4]
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
-local message = '{"id":"' .. id .. '",' .. string.sub(ARGV[1], 2)
+local message = '{"id":"' .. prefix .. id .. '",' .. string.sub(ARGV[1], 2)
 if audience ~= '' then
   message = '@' .. audience .. '\\n' .. message
 end
-redis.call('PUBLISH', ARGV[3], message)
+if ARGV[7] == 'sharded' then
+  redis.call('SPUBLISH', ARGV[3], message)
+else
+  redis.call('PUBLISH', ARGV[3], message)
+end
 return id
 """
 

@@ -15,6 +15,21 @@ from . import conf
 
 
 @register()
+def check_redis(app_configs: Any = None, **kwargs: Any) -> list:
+    """WSSERVER_REDIS_URL, WSSERVER_REDIS_CLUSTER and WSSERVER_REDIS_CA_FILE
+    make sense together (the server itself is checked on first use)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .publishing import target
+
+    try:
+        target()
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), id="wsserver.E003")]
+    return []
+
+
+@register()
 def check_admin(app_configs: Any = None, **kwargs: Any) -> list:
     """WSSERVER_ADMIN needs WSSERVER_URL, the publisher's URLs, and its template."""
     if not conf.admin():

@@ -10,6 +10,16 @@ def redis_url() -> str:
     return getattr(settings, "WSSERVER_REDIS_URL", "redis://127.0.0.1:6379/1")
 
 
+def redis_cluster() -> bool:
+    """WSSERVER_REDIS_CLUSTER: WSSERVER_REDIS_URL names a Redis Cluster node."""
+    return bool(getattr(settings, "WSSERVER_REDIS_CLUSTER", False))
+
+
+def redis_ca_file() -> str | None:
+    """WSSERVER_REDIS_CA_FILE: the CA certificates that rediss:// trusts."""
+    return getattr(settings, "WSSERVER_REDIS_CA_FILE", None) or None
+
+
 def channel() -> str:
     """WSSERVER_CHANNEL: the channel events are published on."""
     return getattr(settings, "WSSERVER_CHANNEL", "events")

@@ -25,10 +25,19 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from redis.exceptions import NoPermissionError, RedisClusterException
 
-from ..audience import MAX_AUDIENCE_SIZE, PERMISSION_FORMAT, encode_audience
+from ..audience import (
+    MAX_AUDIENCE_SIZE,
+    PERMISSION_FORMAT,
+    encode_audience,
+    parse_audience,
+)
 from ..logs import mask_url
+from ..partitions import channel_of, copies, history_key_of, partition_of
+from ..redistarget import RedisTarget, mode_problem, parse_redis
 from ..wire import PUBLISH_WITH_HISTORY, addressed, control_channel, history_key
 from . import conf
 from .events import event_for, serialize
@@ -39,7 +48,7 @@ logger = logging.getLogger("wsserver.publisher")
 MAX_ID = 2**63 - 1
 MAX_USER_ID_LENGTH = 255
 
-_client: redis.Redis | None = None
+_client: Any = None
 _script = None
 _client_lock = threading.Lock()
 _down_until = 0.0
@@ -60,19 +69,51 @@ class Outgoing:
     audience: str | None = None
 
 
-def client() -> redis.Redis:
-    """One Redis client per process; redis-py's pool is thread-safe."""
+def target() -> RedisTarget:
+    """The Redis to publish to, as the settings name it (raises
+    ImproperlyConfigured saying what is wrong)."""
+    try:
+        return parse_redis(
+            conf.redis_url(),
+            cluster=conf.redis_cluster(),
+            ca_file=conf.redis_ca_file(),
+            cluster_setting="WSSERVER_REDIS_CLUSTER = True",
+        )
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"WSSERVER_REDIS_URL: {exc}") from None
+
+
+def client() -> Any:
+    """One Redis client per process; redis-py's pool is thread-safe. A
+    RedisCluster when WSSERVER_REDIS_CLUSTER is set, the master's client for
+    Sentinel. The first connection checks the mode against the server."""
     global _client, _script
     with _client_lock:
         if _client is None:
             timeout = conf.publish_timeout()
-            _client = redis.Redis.from_url(
-                conf.redis_url(),
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
+            redis_target = target()
+            new = redis_target.sync_client(
+                socket_timeout=timeout, socket_connect_timeout=timeout
             )
+            if redis_target.mode != "cluster":
+                # A cluster client refuses a plain Redis itself.
+                try:
+                    info = new.info("cluster")
+                except NoPermissionError:  # a least-privilege ACL user
+                    info = {}
+                problem = mode_problem(
+                    False, info, "WSSERVER_REDIS_URL", "WSSERVER_REDIS_CLUSTER = True"
+                )
+                if problem:
+                    new.close()
+                    raise redis.RedisError(problem)
+            _client = new
             _script = _client.register_script(PUBLISH_WITH_HISTORY)
         return _client
+
+
+def _cluster() -> bool:
+    return conf.redis_cluster()
 
 
 def reset_client() -> None:
@@ -144,33 +185,81 @@ def send(messages: list[Outgoing]) -> bool:
         return False
     try:
         redis_client = client()
-        with redis_client.pipeline(transaction=False) as pipeline:
-            for message, payload in payloads:
-                content_type_id = (
-                    "" if message.content_type_id is None else message.content_type_id
-                )
-                if history_size > 0:
-                    _script(
-                        keys=[history_key(channel)],
-                        args=[
-                            payload,
-                            history_size,
-                            channel,
-                            content_type_id,
-                            message.audience or "",
-                        ],
-                        client=pipeline,
-                    )
-                elif message.audience:
-                    pipeline.publish(channel, addressed(message.audience, payload))
-                else:
-                    pipeline.publish(channel, payload)
-            pipeline.execute()
-    except redis.RedisError as exc:
+        if _cluster():
+            _send_sharded(redis_client, channel, history_size, payloads)
+        else:
+            with redis_client.pipeline(transaction=False) as pipeline:
+                for message, payload in payloads:
+                    if history_size > 0:
+                        _script(
+                            keys=[history_key(channel)],
+                            args=[
+                                payload,
+                                history_size,
+                                channel,
+                                _content_type(message),
+                                message.audience or "",
+                            ],
+                            client=pipeline,
+                        )
+                    elif message.audience:
+                        pipeline.publish(channel, addressed(message.audience, payload))
+                    else:
+                        pipeline.publish(channel, payload)
+                pipeline.execute()
+    except (redis.RedisError, RedisClusterException, ImproperlyConfigured) as exc:
         _down_until = time.monotonic() + conf.publish_timeout()
         _log_failure(f"{len(payloads)} event(s)", channel, exc)
         return False
     return len(payloads) == len(messages)
+
+
+def _content_type(message: Outgoing) -> int | str:
+    return "" if message.content_type_id is None else message.content_type_id
+
+
+def _send_sharded(
+    redis_client: Any,
+    channel: str,
+    history_size: int,
+    payloads: list[tuple[Outgoing, str]],
+) -> None:
+    """On a Redis Cluster: each event on each partition of its audience (see
+    wsserver.partitions), with its history, by one script per partition."""
+    for message, payload in payloads:
+        for partition, audience in _copies(message):
+            sharded = channel_of(channel, partition)
+            if history_size > 0:
+                _script(
+                    keys=[history_key_of(channel, partition)],
+                    args=[
+                        payload,
+                        history_size,
+                        sharded,
+                        _content_type(message),
+                        audience,
+                        f"{partition}:",
+                        "sharded",
+                    ],
+                    client=redis_client,
+                )
+            elif audience:
+                redis_client.spublish(sharded, addressed(audience, payload))
+            else:
+                redis_client.spublish(sharded, payload)
+
+
+def _copies(message: Outgoing) -> list[tuple[int, str]]:
+    """The partitions of an event, each with the audience JSON its copy
+    carries ("": an admin event, routed by its content type)."""
+    if message.audience is None:
+        assert message.content_type_id is not None
+        return [(partition_of(content_type=message.content_type_id), "")]
+    audience = parse_audience(message.audience)
+    return [
+        (partition, message.audience if part == audience else part.to_json())
+        for partition, part in copies(audience)
+    ]
 
 
 def publish_control_on_commit(message: dict, using: str | None = None) -> None:
@@ -183,8 +272,11 @@ def publish_control(payload: str) -> bool:
     """Send a control message now; a Redis failure is logged and returns False."""
     channel = control_channel(conf.channel())
     try:
-        client().publish(channel, payload)
-    except redis.RedisError as exc:
+        if _cluster():
+            client().spublish(channel, payload)
+        else:
+            client().publish(channel, payload)
+    except (redis.RedisError, RedisClusterException, ImproperlyConfigured) as exc:
         _log_failure("an access change", channel, exc)
         return False
     return True

@@ -1,0 +1,460 @@
+"""The Redis Cluster subscriber: the partitions this process needs, and only those.
+
+A thin adapter: :mod:`wsserver.partitions` says which partitions the
+connections follow (an :class:`~wsserver.partitions.Interest`), and
+:mod:`wsserver.catchup` what was missed. This module keeps one sharded pub/sub
+connection (``SSUBSCRIBE``) to each master that owns a wanted partition, plus
+the control channel, and reconciles them with what is wanted whenever that
+changes, whenever a subscription is lost, and every second.
+
+A subscription is lost when its node's connection fails, when Redis says it
+ended (an unsolicited ``SUNSUBSCRIBE``: the slot moved, or its master became
+a replica), or when subscribing fails (``MOVED``, the cluster is down). The
+slot map is then read again, the partition subscribed on its new owner, and
+its stream read from the last event passed on: missed events are sent, or,
+if the stream no longer has them, the connections that follow the partition
+get ``resume_gap``. Never a quiet hole.
+
+redis-py's cluster client gives the slot map and reads the streams (routed
+by key, following ``MOVED``); each node's pub/sub connection is a plain
+redis-py one, with its retries off so that no reconnection goes unnoticed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from . import backfill
+from .bus import HEALTH_CHECK_INTERVAL, READ_TIMEOUT, backoff_delays
+from .catchup import Catchup
+from .counters import Counters
+from .events import split_event_id
+from .history import ClusterHistory, History, HistoryUnavailable
+from .partitions import Interest, channel_of, history_key_of
+from .redistarget import RedisTarget
+
+__all__ = ["CONTROL", "ShardedSubscriber"]
+
+logger = logging.getLogger("wsserver.bus")
+
+# The control channel's key among the subscriptions (partitions are ints).
+CONTROL = "control"
+SUBSCRIBE_TIMEOUT = 5.0
+CLOSE_TIMEOUT = 2.0
+# How often subscriptions are reconciled when nothing asks for it.
+RECONCILE_INTERVAL = 1.0
+
+
+class _Lost(Exception):
+    """A node's pub/sub connection ended."""
+
+
+class _Node:
+    """One master's sharded pub/sub connection, and the channels on it."""
+
+    def __init__(
+        self,
+        name: str,
+        client: Redis,
+        on_message: Callable[[int | str, bytes], Awaitable[None]],
+        on_lost: Callable[[_Node, list[int | str], str], None],
+    ) -> None:
+        self.name = name
+        self.client = client
+        self.pubsub: PubSub = client.pubsub()
+        self.channels: dict[bytes, int | str] = {}
+        self._confirmations: dict[bytes, asyncio.Future[None]] = {}
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._task: asyncio.Task[None] | None = None
+        self.dead = False
+
+    async def subscribe(self, channel: str, key: int | str) -> None:
+        """Subscribe and return once Redis confirmed it (raise if not)."""
+        if self.dead:
+            raise _Lost(f"connection to {self.name} lost")
+        encoded = channel.encode()
+        confirmed = asyncio.get_running_loop().create_future()
+        self._confirmations[encoded] = confirmed
+        self.channels[encoded] = key
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                await self.pubsub.ssubscribe(encoded)
+                if self._task is None:
+                    self._task = asyncio.create_task(self._read())
+                await confirmed
+        except BaseException:
+            self._confirmations.pop(encoded, None)
+            if not self.dead:
+                self.channels.pop(encoded, None)
+            raise
+
+    async def unsubscribe(self, channel: str) -> None:
+        encoded = channel.encode()
+        if self.channels.pop(encoded, None) is not None and not self.dead:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                await self.pubsub.sunsubscribe(encoded)
+
+    async def _read(self) -> None:
+        task = asyncio.current_task()
+        try:
+            while True:
+                message = await self.pubsub.get_message(timeout=READ_TIMEOUT)
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError
+                if message is None:
+                    continue
+                kind = message["type"]
+                channel = message["channel"]
+                if kind == "smessage":
+                    key = self.channels.get(channel)
+                    if key is not None:
+                        await self._on_message(key, message["data"])
+                elif kind == "ssubscribe":
+                    confirmed = self._confirmations.pop(channel, None)
+                    if confirmed is not None and not confirmed.done():
+                        confirmed.set_result(None)
+                elif kind == "sunsubscribe":
+                    key = self.channels.pop(channel, None)
+                    if key is not None:  # not asked for: Redis ended it
+                        self._on_lost(self, [key], "the slot moved")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.dead = True
+            for confirmed in self._confirmations.values():
+                if not confirmed.done():
+                    confirmed.set_exception(_Lost(str(exc) or type(exc).__name__))
+            self._confirmations.clear()
+            lost = list(self.channels.values())
+            self.channels.clear()
+            self._on_lost(self, lost, str(exc) or type(exc).__name__)
+
+    async def close(self) -> None:
+        self.dead = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.pubsub.aclose()
+                await self.client.aclose()
+        except Exception:  # closing a dead connection may fail, or hang
+            pass
+
+
+class ShardedSubscriber:
+    """Subscribe to the partitions of ``channel`` that ``interest`` wants."""
+
+    def __init__(
+        self,
+        target: RedisTarget,
+        channel: str,
+        interest: Interest,
+        catchup: Catchup,
+        *,
+        on_message: Callable[[bytes, int], None],
+        on_backfill: Callable[[Hashable, list], None],
+        on_release: Callable[[Hashable], None],
+        on_gap: Callable[[Hashable, str], None],
+        on_control: Callable[[bytes], Awaitable[None] | None],
+        on_subscribed: Callable[[], Awaitable[None] | None] | None,
+        history_limit: int,
+        counters: Counters,
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.target = target
+        self.channel = channel
+        self.control_channel = f"{channel}:control"
+        self.interest = interest
+        self.catchup = catchup
+        self.on_message = on_message
+        self.on_backfill = on_backfill
+        self.on_release = on_release
+        self.on_gap = on_gap
+        self.on_control = on_control
+        self.on_subscribed = on_subscribed
+        self.history_limit = history_limit
+        self.counters = counters
+        self.client_options = client_options or {}
+        self._cluster: RedisCluster | None = None
+        self._nodes: dict[str, _Node] = {}
+        # Subscribed and caught up: partition (or CONTROL) -> node name.
+        self._up: dict[int | str, str] = {}
+        self._ready: dict[int | str, asyncio.Event] = {}
+        self._histories: dict[int, History] = {}
+        self._wake = asyncio.Event()
+        self._refresh = False
+        self._control_was_up = False
+        interest.on_change = self._wake.set
+
+    # What the server asks
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether every wanted partition, and the control channel, is up."""
+        up = self._up
+        return CONTROL in up and all(p in up for p in self.interest.wanted)
+
+    async def wait_subscribed(self) -> None:
+        """Return once the control channel is up."""
+        await self._event(CONTROL).wait()
+
+    async def wait_for(self, partitions: frozenset[int]) -> None:
+        """Return once these partitions are subscribed and caught up (the
+        caller pins them in the interest first)."""
+        for partition in partitions:
+            if partition not in self._up:
+                await self._event(partition).wait()
+
+    def subscribed_partitions(self) -> frozenset[int]:
+        return frozenset(key for key in self._up if isinstance(key, int))
+
+    # The loop
+
+    async def run(self) -> None:
+        """Reconcile subscriptions until cancelled."""
+        delays = backoff_delays()
+        failures = 0
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    await self._reconcile()
+                except Exception as exc:
+                    failures += 1
+                    self._refresh = True
+                    delay = next(delays)
+                    log = logger.warning if failures == 1 else logger.info
+                    log(
+                        "%s: %s; retrying in %.1f s",
+                        self.target.describe(),
+                        exc or type(exc).__name__,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                if failures:
+                    logger.warning("Redis Cluster subscriptions are back")
+                failures = 0
+                delays = backoff_delays()
+                try:
+                    async with asyncio.timeout(RECONCILE_INTERVAL):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            await self.close()
+
+    async def _client(self) -> RedisCluster:
+        if self._cluster is None:
+            self._cluster = self.target.async_client(
+                socket_timeout=5, socket_connect_timeout=5, **self.client_options
+            )
+            await self._cluster.initialize()
+        elif self._refresh:
+            self._refresh = False
+            await self._cluster.nodes_manager.initialize()
+        return self._cluster
+
+    async def _reconcile(self) -> None:
+        cluster = await self._client()
+        wanted: dict[int | str, str] = {CONTROL: self.control_channel}
+        for partition in self.interest.wanted:
+            wanted[partition] = channel_of(self.channel, partition)
+        # Partitions no longer wanted, or whose slot has a new owner.
+        for key, name in list(self._up.items()):
+            if key in wanted:
+                try:
+                    owner = cluster.get_node_from_key(wanted[key])
+                except Exception:  # slot not covered: subscribe again later
+                    owner = None
+                if owner is not None and owner.name == name:
+                    continue
+            del self._up[key]
+            self._clear(key)
+            node = self._nodes.get(name)
+            if node is not None:
+                channel = (
+                    self.control_channel
+                    if key == CONTROL
+                    else channel_of(self.channel, key)  # type: ignore[arg-type]
+                )
+                with contextlib.suppress(Exception):
+                    await node.unsubscribe(channel)
+            if key not in wanted and isinstance(key, int):
+                self.catchup.forget(key)
+        for name, node in list(self._nodes.items()):
+            if node.dead or not node.channels:
+                del self._nodes[name]
+                await node.close()
+        missing = [key for key in wanted if key not in self._up]
+        if not missing:
+            return
+        results = await asyncio.gather(
+            *(self._attach(cluster, key, wanted[key]) for key in missing),
+            return_exceptions=True,
+        )
+        failures = [result for result in results if isinstance(result, BaseException)]
+        for failure in failures:
+            if isinstance(failure, asyncio.CancelledError):
+                raise failure
+        if failures:
+            raise failures[0]
+
+    async def _attach(
+        self, cluster: RedisCluster, key: int | str, channel: str
+    ) -> None:
+        owner = cluster.get_node_from_key(channel)
+        node = self._nodes.get(owner.name)
+        if node is None or node.dead:
+            node = self._nodes[owner.name] = _Node(
+                owner.name,
+                Redis(
+                    connection_pool=ConnectionPool(
+                        host=owner.host,
+                        port=owner.port,
+                        # A reconnection must not go unnoticed: it is a loss.
+                        retry=Retry(NoBackoff(), 0),
+                        health_check_interval=HEALTH_CHECK_INTERVAL,
+                        socket_connect_timeout=5,
+                        socket_keepalive=True,
+                        **_connection_options(cluster),
+                    )
+                ),
+                self._received,
+                self._lost,
+            )
+        if key == CONTROL:
+            await node.subscribe(channel, key)
+            self._set_up(key, owner.name)
+            if self._control_was_up and self.on_subscribed is not None:
+                # What went by meanwhile may have revoked access.
+                result = self.on_subscribed()
+                if result is not None:
+                    await result
+            self._control_was_up = True
+            return
+        assert isinstance(key, int)
+        history = self.history(key)
+        # Followed from now: its newest id is read before subscribing, so
+        # that what is published in between is read from the stream.
+        await backfill.start(history, self.catchup, key)
+        self.catchup.hold(key)
+        await node.subscribe(channel, key)
+        await backfill.catch_up(
+            history,
+            self.catchup,
+            key,
+            send=self.on_backfill,
+            on_gap=self.on_gap,
+            counters=self.counters,
+        )
+        self.on_release(key)
+        self._set_up(key, owner.name)
+
+    def history(self, partition: int) -> History:
+        """A partition's history stream (once the cluster was reached)."""
+        history = self._histories.get(partition)
+        if history is None:
+            if self._cluster is None:
+                raise HistoryUnavailable("the Redis Cluster was not reached yet")
+            history = self._histories[partition] = History(
+                self.target.describe(),
+                history_key_of(self.channel, partition),
+                self.history_limit,
+                client=self._cluster,
+                id_prefix=f"{partition}:",
+            )
+        return history
+
+    def resume_history(self) -> ClusterHistory:
+        """What resumes read: the partitions' streams."""
+        return ClusterHistory(self.history, self.interest.partitions)
+
+    async def _received(self, key: int | str, data: bytes) -> None:
+        try:
+            if key == CONTROL:
+                result = self.on_control(data)
+                if result is not None:
+                    await result
+            else:
+                self.on_message(data, key)  # type: ignore[arg-type]
+        except Exception:
+            self.counters.bus_events["invalid"] += 1
+            logger.exception("Skipped a message on %r: %.100r", key, data)
+
+    def _lost(self, node: _Node, keys: list[int | str], why: str) -> None:
+        lost = [key for key in keys if self._up.get(key) == node.name]
+        for key in lost:
+            del self._up[key]
+            self._clear(key)
+        if lost:
+            self.counters.bus_reconnects += 1
+            logger.warning(
+                "Redis Cluster node %s: %d subscription(s) lost (%s); "
+                "subscribing again and reading what was missed",
+                node.name,
+                len(lost),
+                why,
+            )
+        self._refresh = True
+        self._wake.set()
+
+    def _event(self, key: int | str) -> asyncio.Event:
+        event = self._ready.get(key)
+        if event is None:
+            event = self._ready[key] = asyncio.Event()
+            if key in self._up:
+                event.set()
+        return event
+
+    def _set_up(self, key: int | str, name: str) -> None:
+        self._up[key] = name
+        event = self._ready.get(key)
+        if event is not None:
+            event.set()
+
+    def _clear(self, key: int | str) -> None:
+        event = self._ready.get(key)
+        if event is not None:
+            event.clear()
+
+    async def close(self) -> None:
+        self._histories.clear()
+        self._up.clear()
+        nodes, self._nodes = list(self._nodes.values()), {}
+        for node in nodes:
+            await node.close()
+        if self._cluster is not None:
+            cluster, self._cluster = self._cluster, None
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await cluster.aclose()
+            except Exception:
+                pass
+
+
+def _connection_options(cluster: RedisCluster) -> dict[str, Any]:
+    """What a node's own connection needs of the cluster's: credentials, TLS."""
+    options = dict(cluster.get_connection_kwargs())
+    return {
+        key: value
+        for key, value in options.items()
+        if key in {"username", "password", "connection_class"} or key.startswith("ssl")
+    }
+
+
+def event_partition(event_id: str) -> int | None:
+    """The partition of a cluster event id (for logs and tests)."""
+    return split_event_id(event_id)[0]
