@@ -25,7 +25,8 @@ RULES = {"publisher": publisher_acl, "sidecar": sidecar_acl}
 
 
 def server_of(url: str) -> tuple[str | None, int]:
-    parts = urllib.parse.urlsplit(url)
+    # The first of a cluster's startup nodes.
+    parts = urllib.parse.urlsplit(url.split(",", 1)[0])
     return parts.hostname, parts.port or 6379
 
 

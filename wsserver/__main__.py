@@ -221,6 +221,13 @@ def serve(config: Config) -> int:
             logger.error("%s: authentications will fail until then", problem)
         connections.close_all()
 
+    from .doctor import startup_redis_problem
+
+    redis_problem = startup_redis_problem(config)
+    if redis_problem:
+        logger.error("%s: exiting", redis_problem)
+        return 1
+
     def run(worker: int = 0) -> int:
         worker_config = config
         if config.metrics_port:

@@ -14,7 +14,6 @@ import redis
 from django.db.utils import Error as DatabaseError
 
 from .config import Config
-from .logs import mask_url
 
 __all__ = ["check", "explain_token"]
 
@@ -62,7 +61,7 @@ def check(config: Config, token: str | None = None, out: Callable = print) -> in
     redis_problem = check_redis(config)
     if redis_problem is None:
         out(
-            f"redis: {mask_url(config.redis_url)} answers, and the sidecar may "
+            f"redis: {config.redis.describe()} answers, and the sidecar may "
             "subscribe to its channels and read the history"
         )
     else:
@@ -116,10 +115,11 @@ def check_redis(config: Config) -> str | None:
     """What keeps the sidecar from using Redis as it does, with its fix."""
     from .wire import control_channel, history_key
 
-    url = mask_url(config.redis_url)
-    client = redis.Redis.from_url(
-        config.redis_url, socket_connect_timeout=3, socket_timeout=3
-    )
+    target = config.redis
+    if target.mode == "cluster":
+        return _check_cluster(config)
+    url = target.describe()
+    client = target.sync_client(socket_connect_timeout=3, socket_timeout=3)
     try:
         client.ping()
     except redis.exceptions.NoPermissionError as exc:
@@ -141,6 +141,10 @@ def check_redis(config: Config) -> str | None:
             "sidecar's user "
             "(docs/redis.md)."
         )
+    problem = mode_problem_of(config, client)
+    if problem:
+        client.close()
+        return problem
     channels = [config.channel, control_channel(config.channel)]
     try:
         pubsub = client.pubsub()
@@ -164,6 +168,101 @@ def check_redis(config: Config) -> str | None:
     finally:
         client.close()
     return None
+
+
+def mode_problem_of(config: Config, client: redis.Redis) -> str | None:
+    """Whether the server is a cluster node when it should not be (a user
+    that may not run INFO is not asked)."""
+    from .redistarget import mode_problem
+
+    try:
+        info = client.info("cluster")
+    except redis.exceptions.NoPermissionError:
+        return None
+    return mode_problem(
+        config.redis_cluster, info, config.redis_url_variable, "WS_REDIS_CLUSTER=true"
+    )
+
+
+def _check_cluster(config: Config) -> str | None:
+    """A cluster: reachable, every slot served, every partition's stream and
+    the control channel usable."""
+    from redis.exceptions import RedisClusterException
+
+    from .partitions import PARTITIONS, history_key_of
+    from .wire import control_channel
+
+    target = config.redis
+    url = target.describe()
+    try:
+        client = target.sync_client(socket_connect_timeout=3, socket_timeout=3)
+    except RedisClusterException as exc:
+        if "cluster mode is not enabled" in str(exc).lower():
+            return (
+                f"WS_REDIS_CLUSTER is set, but {config.redis_url_variable} names "
+                "a Redis without cluster mode. Fix: unset it, or name a node "
+                "of the cluster."
+            )
+        return f"{url} does not answer as a cluster ({one_line(exc)})."
+    except (redis.RedisError, OSError) as exc:
+        return f"{url} does not answer ({one_line(exc)}). Fix: start the cluster."
+    try:
+        info = client.cluster_info()
+        if info.get("cluster_state") != "ok":
+            return f"{url}: the cluster's state is {info.get('cluster_state')!r}."
+        covered = int(info.get("cluster_slots_ok", 0))
+        if covered != 16384:
+            return (
+                f"{url}: {16384 - covered} of the 16384 slots are not served. "
+                "Fix: assign them (redis-cli --cluster fix)."
+            )
+        for partition in range(PARTITIONS):
+            try:
+                client.xinfo_stream(history_key_of(config.channel, partition))
+            except redis.ResponseError as exc:
+                if isinstance(exc, redis.exceptions.NoPermissionError):
+                    raise
+        pubsub = client.pubsub()
+        pubsub.ssubscribe(control_channel(config.channel))
+        pubsub.close()
+    except redis.exceptions.NoPermissionError as exc:
+        return (
+            f"{url}: the sidecar's user may not read the partitions' streams or "
+            f"subscribe to the control channel ({one_line(exc)})."
+        )
+    except (redis.RedisError, RedisClusterException, OSError) as exc:
+        return f"{url} failed ({one_line(exc)})."
+    finally:
+        client.close()
+    return None
+
+
+def startup_redis_problem(config: Config) -> str | None:
+    """A Redis of the wrong mode, found at start-up (None when it matches, or
+    does not answer: the subscriber waits for it)."""
+    from redis.exceptions import RedisClusterException
+
+    target = config.redis
+    try:
+        client = target.sync_client(socket_connect_timeout=2, socket_timeout=2)
+    except RedisClusterException as exc:
+        if "cluster mode is not enabled" in str(exc).lower():
+            return (
+                f"WS_REDIS_CLUSTER is set, but {config.redis_url_variable} names "
+                "a Redis without cluster mode: unset it, or name a node of the "
+                "cluster"
+            )
+        return None
+    except (redis.RedisError, OSError):
+        return None
+    try:
+        if target.mode == "cluster":
+            return None
+        return mode_problem_of(config, client)
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
 
 
 def sidecar_tables() -> list[str]:

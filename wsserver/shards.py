@@ -77,6 +77,9 @@ class _Node:
         self._on_message = on_message
         self._on_lost = on_lost
         self._task: asyncio.Task[None] | None = None
+        # redis-py's PubSub connects on its first command: one at a time, or
+        # concurrent first commands would each open a connection.
+        self._lock = asyncio.Lock()
         self.dead = False
 
     async def subscribe(self, channel: str, key: int | str) -> None:
@@ -89,9 +92,10 @@ class _Node:
         self.channels[encoded] = key
         try:
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
-                await self.pubsub.ssubscribe(encoded)
-                if self._task is None:
-                    self._task = asyncio.create_task(self._read())
+                async with self._lock:
+                    await self.pubsub.ssubscribe(encoded)
+                    if self._task is None:
+                        self._task = asyncio.create_task(self._read())
                 await confirmed
         except BaseException:
             self._confirmations.pop(encoded, None)
@@ -102,7 +106,7 @@ class _Node:
     async def unsubscribe(self, channel: str) -> None:
         encoded = channel.encode()
         if self.channels.pop(encoded, None) is not None and not self.dead:
-            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT), self._lock:
                 await self.pubsub.sunsubscribe(encoded)
 
     async def _read(self) -> None:
@@ -239,7 +243,7 @@ class ShardedSubscriber:
                     log(
                         "%s: %s; retrying in %.1f s",
                         self.target.describe(),
-                        exc or type(exc).__name__,
+                        str(exc) or type(exc).__name__,
                         delay,
                     )
                     await asyncio.sleep(delay)

@@ -84,6 +84,11 @@ SESAME_INVALIDATE_ON_EMAIL_CHANGE = (
 )
 
 WSSERVER_REDIS_URL = os.environ.get("WSSERVER_REDIS_URL", "redis://127.0.0.1:6379/1")
+# A Redis Cluster node (more may follow, comma-separated), and TLS's CAs.
+WSSERVER_REDIS_CLUSTER = (
+    os.environ.get("WSSERVER_REDIS_CLUSTER", "false").lower() == "true"
+)
+WSSERVER_REDIS_CA_FILE = os.environ.get("WSSERVER_REDIS_CA_FILE") or None
 WSSERVER_CHANNEL = os.environ.get("WSSERVER_CHANNEL", "events")
 WSSERVER_SESAME_SCOPE = os.environ.get("WSSERVER_SESAME_SCOPE", "wsserver")
 # Where the page connects; the sidecar's WS_HOST and WS_PORT.
