@@ -80,7 +80,6 @@ def sidecar_for(site, tmp_path_factory, **env) -> SidecarProcess:
         site,
         tmp_path_factory.mktemp("sidecar"),
         WS_REDIS_CLUSTER="true",
-        WS_MAX_MESSAGE_SIZE="16384",
         **env,
     )
 

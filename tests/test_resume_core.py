@@ -77,3 +77,26 @@ def test_a_full_queue_raises():
         resumes.admit("c", event("3-0"))
     resumes.forget("c")
     assert not resumes
+
+
+def test_on_a_cluster_each_partition_is_deduplicated_on_its_own():
+    resumes = Resumes()
+    resumes.hold("c")
+    assert not resumes.admit("c", event("3:4-0"))
+    assert not resumes.admit("c", event("9:1-0"))
+    # The replay covered partition 3 up to 5-0 and partition 9 up to 2-0.
+    after = {3: (5, 0), 9: (2, 0)}
+    assert [e.id for e in resumes.take("c", after)] == []
+    resumes.release("c", after)
+    # Ids of partition 9 are smaller than 3's: they are compared with 9's.
+    resumes.observe(event("9:3-0"))
+    assert resumes.admit("c", event("9:3-0"))
+    resumes.observe(event("3:5-0"))
+    assert not resumes.admit("c", event("3:5-0"))  # replayed
+    resumes.observe(event("3:6-0"))
+    assert resumes.admit("c", event("3:6-0"))
+    assert not resumes  # past both positions: no more filtering
+    # A partition the replay did not cover is never filtered.
+    resumes.hold("d")
+    resumes.release("d", {3: (5, 0)})
+    assert resumes.admit("d", event("4:1-0"))

@@ -459,7 +459,9 @@ SETTINGS: tuple[Setting, ...] = (
         "WS_MAX_MESSAGE_SIZE",
         "1024",
         "Largest frame a client may send, in bytes (the token, or a resume "
-        "request); larger frames close the connection with 1009.",
+        "request); larger frames close the connection with 1009. With "
+        "WS_REDIS_CLUSTER, at least 13824: a resume's cursor may name 256 "
+        "partitions.",
         _integer(64, 1 << 20),
     ),
     Setting(

@@ -35,6 +35,7 @@ from .catchup import Catchup
 from .closes import INTERNAL_ERROR, SERVER_RESTART
 from .connection import CLOSE_TIMEOUT, SidecarConnection, connection_class
 from .counters import Counters
+from .cursors import MAX_CURSOR_LENGTH
 from .database import Batcher, Database
 from .delivery import Delivery
 from .endpoints import Handshakes, HealthEndpoints, MetricsEndpoint
@@ -197,6 +198,14 @@ class Sidecar:
         )
         self.server: Server | None = None
 
+    @property
+    def max_message_size(self) -> int:
+        """WS_MAX_MESSAGE_SIZE, raised on a Redis Cluster to fit a resume's
+        cursor (up to 256 ids, see wsserver.cursors) beside the token."""
+        if self.interest is None:
+            return self.config.max_message_size
+        return max(self.config.max_message_size, MAX_CURSOR_LENGTH + 2048)
+
     def on_bus_message(self, payload: bytes, partition: int | None = None) -> None:
         """Send an event to every connection whose user may see it."""
         event = self.fanout.receive(payload, partition)
@@ -303,7 +312,7 @@ class Sidecar:
             ping_interval=None,
             ping_timeout=None,
             close_timeout=CLOSE_TIMEOUT,
-            max_size=config.max_message_size,
+            max_size=self.max_message_size,
             max_queue=4,
             server_header=None,
             # WS_WORKERS: processes share the port; the kernel spreads clients.

@@ -31,7 +31,9 @@
  * Protocol messages have a "type" field and never reach onEvent: a
  * "resume_gap" goes to onGap, any other type is ignored. Every event's "id"
  * (there is none when the site keeps no history) is the position it resumes
- * from, whatever its shape.
+ * from, whatever its shape. On a Redis Cluster an id names its partition
+ * ("17:1795571796178-1") and the position is a cursor: the last id of each
+ * partition, comma-separated (see nextPosition); lastEventId is it.
  *
  * Before every connection it fetches a fresh token (tokens are short-lived,
  * and die with a revocation), so it never retries with a refused token. When
@@ -40,6 +42,20 @@
  * resumes from the last event id it saw, so nothing in the server's history
  * is missed.
  */
+
+/**
+ * The position to resume from once the event with this id was received: the
+ * id itself, or on a Redis Cluster the cursor with this partition's id
+ * replaced.
+ */
+export function nextPosition(position, id) {
+  const colon = id.indexOf(":");
+  if (colon < 0) return id;
+  const partition = id.slice(0, colon + 1);
+  const ids = position === null ? [] : position.split(",");
+  const others = ids.filter((item) => item.includes(":") && !item.startsWith(partition));
+  return [...others, id].join(",");
+}
 
 export function connect({
   url,
@@ -121,7 +137,9 @@ export function connect({
       }
       // An app event ("event", "data") or an admin/model-change event
       // ("action", ...): both resume from their id.
-      if (typeof message.id === "string") lastEventId = message.id;
+      if (typeof message.id === "string") {
+        lastEventId = nextPosition(lastEventId, message.id);
+      }
       onEvent(message);
     };
     websocket.onclose = ({ code, reason }) => {
