@@ -122,7 +122,7 @@ def test_partitions_spread_evenly_over_the_masters(cluster):
     # 256 partitions, 64 slots apart: three masters with equal slot ranges
     # carry 85 or 86 each.
     owners = [
-        cluster.master_for_slot(redis.crc.key_slot(partitions.TAGS[p].encode()))
+        cluster.master_for_slot(partitions.slot_of(p))
         for p in range(partitions.PARTITIONS)
     ]
     counts = sorted(owners.count(port) for port in set(owners))
@@ -440,7 +440,7 @@ async def test_a_lost_subscription_is_backfilled_from_the_stream(
     bob = await second.connect(site.token("bob"))
     channel = site.env["WSSERVER_CHANNEL"]
     partition = partitions.partition_of(user=ids["users"]["bob"])
-    slot = redis.crc.key_slot(partitions.TAGS[partition].encode())
+    slot = partitions.slot_of(partition)
     node = redis.Redis(port=cluster.master_for_slot(slot))
     before = second._metric("wsserver_bus_backfilled_total")
     audience = encode_audience(users=[ids["users"]["bob"]])
@@ -474,7 +474,7 @@ async def test_a_lost_subscription_is_backfilled_from_the_stream(
 async def test_a_master_killed_while_publishing(cluster, site, ids, sidecars):
     # The master of alice's partition (bob's may be on another).
     partition = partitions.partition_of(user=ids["users"]["alice"])
-    slot = redis.crc.key_slot(partitions.TAGS[partition].encode())
+    slot = partitions.slot_of(partition)
     master = cluster.master_for_slot(slot)
 
     def change():
@@ -487,7 +487,7 @@ async def test_a_master_killed_while_publishing(cluster, site, ids, sidecars):
 
 async def test_a_slot_moved_while_publishing(cluster, site, ids, sidecars):
     partition = partitions.partition_of(user=ids["users"]["bob"])
-    slot = redis.crc.key_slot(partitions.TAGS[partition].encode())
+    slot = partitions.slot_of(partition)
     source = cluster.master_for_slot(slot)
     target = next(port for port in cluster.masters() if port != source)
 

@@ -17,6 +17,7 @@ from wsserver.hello import InvalidHello, parse_hello
 def test_a_cursor_is_each_partitions_last_id():
     assert parse_cursor("3:10-0,17:12-4") == {3: (10, 0), 17: (12, 4)}
     assert parse_cursor("255:1-0") == {255: (1, 0)}
+    assert parse_cursor("u1048575:3-0,0:1-0") == {"u1048575": (3, 0), 0: (1, 0)}
 
 
 @pytest.mark.parametrize(
@@ -29,9 +30,10 @@ def test_anything_else_is_refused(text):
 
 
 def test_the_longest_cursor_is_256_ids():
-    longest = ",".join(f"{p}:{2**64 - 1}-{2**64 - 1}" for p in range(256))
+    ids = [f"{p}:{2**64 - 1}-{2**64 - 1}" for p in [*range(256), "u1048575"]]
+    longest = ",".join(ids)
     assert len(longest) <= MAX_CURSOR_LENGTH
-    assert len(parse_cursor(longest)) == 256
+    assert len(parse_cursor(longest)) == 257
     with pytest.raises(InvalidCursor):
         parse_cursor(longest + "," + "x" * MAX_CURSOR_LENGTH)
 

@@ -14,13 +14,16 @@ from wsserver.events import Event
 from wsserver.partitions import (
     PARTITIONS,
     TAGS,
+    USER_PARTITIONS,
     Interest,
     channel_of,
     copies,
     followed,
     history_key_of,
+    parse_partition,
     partition_of,
     routed,
+    slot_of,
 )
 from wsserver.routing import Permissions, Principal, Router
 
@@ -45,11 +48,19 @@ def test_a_partitions_channel_and_stream_share_a_slot():
 
 def test_partitions_are_stable_and_spread():
     assert partition_of(user="42") == partition_of(user="42")
-    assert partition_of(user="42") != partition_of(group=42) or (
-        partition_of(user="43") != partition_of(group=43)
-    )
+    groups = {partition_of(group=n) for n in range(10_000)}
+    assert groups == set(range(PARTITIONS))
+    # Users have partitions of their own, many: 10,000 users use nearly
+    # 10,000 of them, spread over the slots.
     users = {partition_of(user=str(n)) for n in range(10_000)}
-    assert len(users) == PARTITIONS
+    assert all(isinstance(p, str) and p.startswith("u") for p in users)
+    assert len(users) > 9_900
+    slots = [slot_of(p) for p in users]
+    assert len(set(slots)) > 7_000
+    assert parse_partition(partition_of(user="42")) == partition_of(user="42")
+    assert parse_partition("255") == 255
+    for text in ("256", f"u{USER_PARTITIONS}", "u", "x1", "", "01234"):
+        assert parse_partition(text) is None
     with pytest.raises(TypeError):
         partition_of(user="1", group=1)
 
@@ -87,7 +98,10 @@ def test_a_connection_follows_its_users_groups_permissions_and_models():
         partition_of(permission="app.view_x"),
         partition_of(content_type=11),
     }
-    assert followed(principal(1, superuser=True)) == frozenset(range(PARTITIONS))
+    # A superuser: every shared partition, never another user's.
+    assert followed(principal(1, superuser=True)) == frozenset(range(PARTITIONS)) | {
+        partition_of(user="1")
+    }
 
 
 def test_every_connection_takes_every_event_once_whatever_the_copy():
@@ -144,7 +158,7 @@ def test_a_copy_on_a_partition_without_its_targets_is_refused():
     router: Router[int] = Router()
     delivery = Delivery(router, max_buffer=1 << 20)
     partition = partition_of(user="1")
-    wrong = (partition + 1) % PARTITIONS
+    wrong = partition_of(user="2")
     from wsserver.events import InvalidEvent
 
     with pytest.raises(InvalidEvent, match="partition"):

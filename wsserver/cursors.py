@@ -16,6 +16,7 @@ the ids; events it may see before then would be in the cursor).
 from __future__ import annotations
 
 from .events import event_id_key, split_event_id
+from .partitions import Partition
 
 __all__ = ["CLOCK_MARGIN", "MAX_CURSOR_LENGTH", "cursor_starts", "parse_cursor"]
 
@@ -23,25 +24,26 @@ Position = tuple[int, int]
 
 # Milliseconds the clocks of two masters may differ by.
 CLOCK_MARGIN = 1000
-# The longest cursor: one id for each of the 256 partitions.
-MAX_CURSOR_LENGTH = 256 * 46
+# The longest cursor: one id for each of the 256 shared partitions, and one
+# for the user's own partition.
+MAX_CURSOR_LENGTH = 256 * 46 + 52
 
 
 class InvalidCursor(ValueError):
     """Not a cursor (nor a single event id)."""
 
 
-def parse_cursor(text: str) -> dict[int, Position]:
+def parse_cursor(text: str) -> dict[Partition, Position]:
     """The positions in a cursor, by partition; raise InvalidCursor."""
     if not isinstance(text, str) or len(text) > MAX_CURSOR_LENGTH:
         raise InvalidCursor("too long")
-    positions: dict[int, Position] = {}
+    positions: dict[Partition, Position] = {}
     for item in text.split(","):
         key = event_id_key(item)
         if key is None:
             raise InvalidCursor(f"{item[:50]!r} is not an event id")
         partition, _ = split_event_id(item)
-        if partition is None or partition > 255:
+        if partition is None:
             raise InvalidCursor(f"{item[:50]!r} names no partition")
         if partition in positions:
             raise InvalidCursor(f"partition {partition} is there twice")
@@ -50,8 +52,8 @@ def parse_cursor(text: str) -> dict[int, Position]:
 
 
 def cursor_starts(
-    cursor: dict[int, Position], partitions: frozenset[int]
-) -> dict[int, tuple[Position, bool]]:
+    cursor: dict[Partition, Position], partitions: frozenset[Partition]
+) -> dict[Partition, tuple[Position, bool]]:
     """Where to resume each followed partition: (position, exact). Exact: the
     id of the last event received; else the time before which the client
     would have received what it may see (see the module's docstring)."""

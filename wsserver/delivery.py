@@ -88,7 +88,9 @@ class Delivery(Generic[C]):
 
     # Events from the bus
 
-    def accept(self, payload: bytes, now: float, partition: int | None = None) -> Event:
+    def accept(
+        self, payload: bytes, now: float, partition: int | str | None = None
+    ) -> Event:
         """Parse a bus message into an event that can be delivered, or raise
         :class:`~wsserver.events.InvalidEvent` (``now``: the Unix time;
         ``partition``: the Redis Cluster partition it came on, if any)."""
@@ -108,7 +110,9 @@ class Delivery(Generic[C]):
                 event = Event(own, event.payload, event.id, excluded)
         return event
 
-    def replayed(self, entry: Entry, partition: int | None = None) -> Event | None:
+    def replayed(
+        self, entry: Entry, partition: int | str | None = None
+    ) -> Event | None:
         """An event read from the history to be routed as a live one (a
         subscriber catching up); None if it cannot be sent."""
         if entry.audience is None:

@@ -118,8 +118,9 @@ def _json_object(payload: bytes) -> dict:
 # Redis Stream ids are two unsigned 64-bit integers: at most 20 digits each.
 MAX_ID_PART = 2**64 - 1
 MAX_ID_LENGTH = 2 * len(str(MAX_ID_PART)) + 1
-# A Redis Cluster partition's id starts with "<partition>:" (at most "255:").
-MAX_PREFIX_LENGTH = len("255:")
+# A Redis Cluster partition's id starts with "<partition>:" ("255:" or
+# "u1048575:" at most).
+MAX_PREFIX_LENGTH = len("u1048575:")
 # The most that inserting '"id":"<id>",' adds to an event.
 _ID_FIELD = len('"id":"",')
 ID_FIELD_SIZE = _ID_FIELD + MAX_PREFIX_LENGTH + MAX_ID_LENGTH
@@ -129,7 +130,8 @@ def event_id_key(event_id: object) -> tuple[int, int] | None:
     """Make stream ids comparable: "1700000000000-3" -> (1700000000000, 3).
 
     A Redis Cluster partition's ids start with the partition and a colon
-    ("17:1700000000000-3"), which this ignores (see :func:`split_event_id`).
+    ("17:1700000000000-3", "u42:1700000000000-3"), which this ignores (see
+    :func:`split_event_id`).
     None for anything that is not a stream id. The length is checked before
     any conversion: an id of thousands of digits costs nothing.
     """
@@ -140,9 +142,7 @@ def event_id_key(event_id: object) -> tuple[int, int] | None:
         return None
     if ":" in event_id:
         partition, _, event_id = event_id.partition(":")
-        if not (
-            0 < len(partition) <= 3 and partition.isascii() and partition.isdigit()
-        ):
+        if not _partition(partition):
             return None
     if len(event_id) > MAX_ID_LENGTH:
         return None
@@ -157,13 +157,26 @@ def event_id_key(event_id: object) -> tuple[int, int] | None:
     return key
 
 
-def split_event_id(event_id: str) -> tuple[int | None, str]:
-    """A cluster id's partition and stream id ("17:1-0" -> (17, "1-0")); the
-    partition is None in an id without one."""
+def split_event_id(event_id: str) -> tuple[int | str | None, str]:
+    """A cluster id's partition and stream id ("17:1-0" -> (17, "1-0"),
+    "u42:1-0" -> ("u42", "1-0")); the partition is None in an id without one
+    (or with one that is not a partition)."""
     partition, colon, stream_id = event_id.rpartition(":")
     if not colon:
         return None, event_id
-    return int(partition), stream_id
+    from .partitions import parse_partition
+
+    return parse_partition(partition), stream_id
+
+
+def _partition(text: str) -> bool:
+    """Whether an id's prefix names a partition: "0" to "255", "u0" to
+    "u1048575" (see wsserver.partitions; not imported: it imports Django-free
+    routing, which must not import this)."""
+    if text.startswith("u"):
+        number = text[1:]
+        return 0 < len(number) <= 7 and number.isascii() and number.isdigit()
+    return 0 < len(text) <= 3 and text.isascii() and text.isdigit()
 
 
 def with_id(payload: bytes, event_id: str) -> bytes:

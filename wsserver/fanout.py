@@ -61,7 +61,9 @@ class Fanout:
         self._pending: list[Event] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def receive(self, payload: bytes, partition: int | None = None) -> Event | None:
+    def receive(
+        self, payload: bytes, partition: int | str | None = None
+    ) -> Event | None:
         """A message from the bus (on a Redis Cluster, from this partition):
         submit its event, or count and skip it. While the subscriber catches
         up (see wsserver.catchup), it is held, or dropped if sent already."""
@@ -76,7 +78,7 @@ class Fanout:
             self.submit(event)
         return event
 
-    def backfill(self, partition: int | None, entries: list[Entry]) -> None:
+    def backfill(self, partition: int | str | None, entries: list[Entry]) -> None:
         """Submit the events a subscriber read from the history after it
         subscribed again, except those it passed on already."""
         catchup = self.catchup
@@ -88,7 +90,7 @@ class Fanout:
             if event is not None and catchup.backfilled(partition, event):
                 self.submit(event)
 
-    def release(self, partition: int | None) -> None:
+    def release(self, partition: int | str | None) -> None:
         """The backfill is done: submit the live events held meanwhile."""
         assert self.catchup is not None
         for event in self.catchup.release(partition):

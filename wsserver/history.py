@@ -31,6 +31,7 @@ from .events import (
     with_id,
 )
 from .logs import mask_url
+from .partitions import Partition
 
 if TYPE_CHECKING:
     from .routing import Principal
@@ -236,11 +237,11 @@ class ClusterReplay:
     wsserver.cursors), or a gap."""
 
     after: str
-    parts: dict[int, Replay]
+    parts: dict[Partition, Replay]
     gap: bool
 
     @property
-    def position(self) -> dict[int, Position] | None:
+    def position(self) -> dict[Partition, Position] | None:
         """Each replayed partition's ``until``, comparable (None: nothing)."""
         positions = {
             partition: key
@@ -255,8 +256,8 @@ class ClusterHistory:
 
     def __init__(
         self,
-        history: Callable[[int], History],
-        partitions: Callable[[Principal], frozenset[int]],
+        history: Callable[[Partition], History],
+        partitions: Callable[[Principal], frozenset[Partition]],
     ) -> None:
         self.history = history
         self.partitions = partitions
@@ -293,7 +294,7 @@ class ClusterHistory:
 
     async def entries(self, replay: ClusterReplay) -> AsyncIterator[list[Entry]]:
         """The replay's entries, each partition's in order, one after another."""
-        for partition in sorted(replay.parts):
+        for partition in sorted(replay.parts, key=str):
             async for entries in self.history(partition).entries(
                 replay.parts[partition]
             ):

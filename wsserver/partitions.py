@@ -1,23 +1,33 @@
 """Partitions: how events spread over a Redis Cluster (``WS_REDIS_CLUSTER``).
 
 Plain Python, no I/O, Django-free: the publisher app and the sidecar share
-it. Each audience target (a user, a group, a permission, a content type) has
-one of :data:`PARTITIONS` partitions, by a stable hash of the target. Each
-partition has a sharded pub/sub channel and a history stream, both named with
-the partition's hash tag, so they live on one node and a script updates both
-atomically. The tags are chosen so that partition ``i`` lands in the ``i``-th
-of :data:`PARTITIONS` equal ranges of the cluster's 16,384 slots: a cluster
-whose masters own equal slot ranges (as ``redis-cli --cluster create`` makes
-them) carries equal shares of the partitions.
+it. Each audience target has a partition, by a stable hash of the target:
+
+- a user: one of :data:`USER_PARTITIONS` (2**20) *user partitions*, named
+  ``"u<n>"``: so many that a sidecar follows few beside its own users', and
+  receives little of other users' personal events (with 10,000 users per
+  sidecar, about 1% of them);
+- a group, a permission or a content type: one of :data:`PARTITIONS` (256)
+  *shared partitions*, numbered, which most sidecars follow anyway.
+
+Each partition has a sharded pub/sub channel and a history stream, both
+named with the partition's hash tag, so they live on one node and a script
+updates both atomically. A shared partition's tag is chosen so that
+partition ``i`` lands in the ``i``-th of 256 equal ranges of the cluster's
+16,384 slots: masters that own equal slot ranges (as ``redis-cli --cluster
+create`` makes them) carry equal shares. User partitions are spread by the
+slot hash itself: about 64 to a slot.
 
 An event is published on each partition its audience has a target in. A
-connection follows the partitions of its user, its groups, its permissions
-and the content types it may see (a superuser: every partition), and takes
-an event from the *lowest* of the partitions where the audience names it: the
+connection follows its user's partition, its groups', its permissions' and
+those of the content types it may see (a superuser: every shared partition,
+since it receives every permission and model audience; never other users'
+partitions), and takes an event from the *first* of the partitions where the
+audience names it, user partitions first, then shared ones by number: the
 copy on partition ``p`` goes to the connections in the audience's targets of
-``p`` except those in its targets of lower partitions. Each connection gets
-each event once, and a sidecar with no connection in a partition receives
-nothing of it.
+``p`` except those in its targets of earlier partitions. Each connection
+gets each event once, and a sidecar with no connection in a partition
+receives nothing of it.
 
 A copy carries the full audience, except when the audience names users only:
 a connection matches one user, so users in other partitions cannot take it
@@ -37,20 +47,28 @@ from .routing import Principal
 
 __all__ = [
     "PARTITIONS",
+    "USER_PARTITIONS",
     "Interest",
+    "Partition",
     "channel_of",
     "copies",
     "followed",
     "history_key_of",
+    "parse_partition",
     "partition_of",
     "routed",
+    "slot_of",
     "split",
 ]
 
-# 256 partitions: 64 slots each. Enough to spread over hundreds of masters;
-# few enough that a superuser's sidecar subscribes to every one.
+# A shared partition's number, or a user partition's name ("u<n>").
+Partition = int | str
+
+# 256 shared partitions: 64 slots each. Enough to spread over hundreds of
+# masters; few enough that a superuser's sidecar follows every one.
 PARTITIONS = 256
 SLOTS_PER_PARTITION = REDIS_CLUSTER_HASH_SLOTS // PARTITIONS
+USER_PARTITIONS = 1 << 20
 
 
 def _tags() -> tuple[str, ...]:
@@ -71,17 +89,38 @@ def _tags() -> tuple[str, ...]:
 TAGS = _tags()
 
 
-def channel_of(channel: str, partition: int) -> str:
+def _tag(partition: Partition) -> str:
+    return partition if isinstance(partition, str) else TAGS[partition]
+
+
+def channel_of(channel: str, partition: Partition) -> str:
     """The sharded channel of a partition of ``WS_CHANNEL``."""
-    return f"{{{TAGS[partition]}}}:{channel}"
+    return f"{{{_tag(partition)}}}:{channel}"
 
 
-def history_key_of(channel: str, partition: int) -> str:
+def history_key_of(channel: str, partition: Partition) -> str:
     """The history stream of a partition, in the same slot as its channel."""
-    return f"{{{TAGS[partition]}}}:{channel}:history"
+    return f"{{{_tag(partition)}}}:{channel}:history"
 
 
-def _hash(kind: str, value: object) -> int:
+def slot_of(partition: Partition) -> int:
+    """The cluster slot of a partition's channel and stream."""
+    return key_slot(_tag(partition).encode())
+
+
+def parse_partition(text: str) -> Partition | None:
+    """A partition from its text in an event id ("17", "u42"); None if none."""
+    if text.startswith("u"):
+        number = text[1:]
+        valid = 0 < len(number) <= 7 and number.isascii() and number.isdigit()
+        return text if valid and int(number) < USER_PARTITIONS else None
+    valid = 0 < len(text) <= 3 and text.isascii() and text.isdigit()
+    return int(text) if valid and int(text) < PARTITIONS else None
+
+
+def _hash(kind: str, value: object) -> Partition:
+    if kind == "u":
+        return f"u{zlib.crc32(f'u:{value}'.encode()) % USER_PARTITIONS}"
     return zlib.crc32(f"{kind}:{value}".encode()) % PARTITIONS
 
 
@@ -91,7 +130,7 @@ def partition_of(
     group: int | None = None,
     permission: str | None = None,
     content_type: int | None = None,
-) -> int:
+) -> Partition:
     """The partition of one audience target (give exactly one)."""
     given = [
         (kind, value)
@@ -108,9 +147,14 @@ def partition_of(
     return _hash(*given[0])
 
 
-def split(audience: Audience) -> dict[int, Audience]:
+def _rank(partition: Partition) -> int:
+    """The order in which a connection takes copies: users' first."""
+    return -1 if isinstance(partition, str) else partition
+
+
+def split(audience: Audience) -> dict[Partition, Audience]:
     """The audience's targets, by partition."""
-    parts: dict[int, tuple[set, set, set, set]] = {}
+    parts: dict[Partition, tuple[set, set, set, set]] = {}
     for kind, index, values in (
         ("u", 0, audience.users),
         ("g", 1, audience.groups),
@@ -126,42 +170,46 @@ def split(audience: Audience) -> dict[int, Audience]:
     }
 
 
-def copies(audience: Audience) -> list[tuple[int, Audience]]:
+def copies(audience: Audience) -> list[tuple[Partition, Audience]]:
     """What to publish: the partitions of an audience, each with the audience
     its copy carries (see the module's docstring)."""
     parts = split(audience)
     if audience.groups or audience.permissions or audience.content_types:
-        return [(partition, audience) for partition in sorted(parts)]
-    return sorted(parts.items())
+        return [(partition, audience) for partition in sorted(parts, key=str)]
+    return sorted(parts.items(), key=lambda item: str(item[0]))
 
 
 @functools.lru_cache(maxsize=4096)
-def routed(audience: Audience, partition: int) -> tuple[Audience, Audience | None]:
+def routed(
+    audience: Audience, partition: Partition
+) -> tuple[Audience, Audience | None]:
     """Who takes the copy of an event that came on ``partition``: the
-    audience's targets in it, minus (None: nobody) those in lower partitions.
-    The first is empty when the audience has no target there."""
+    audience's targets in it, minus (None: nobody) those in earlier
+    partitions. The first is empty when the audience has no target there."""
     parts = split(audience)
     own = parts.get(partition, Audience())
-    lower = [part for index, part in parts.items() if index < partition]
-    if not lower:
+    rank = _rank(partition)
+    earlier = [part for index, part in parts.items() if _rank(index) < rank]
+    if not earlier:
         return own, None
     return own, Audience(
-        users=frozenset().union(*(part.users for part in lower)),
-        groups=frozenset().union(*(part.groups for part in lower)),
-        permissions=frozenset().union(*(part.permissions for part in lower)),
-        content_types=frozenset().union(*(part.content_types for part in lower)),
+        users=frozenset().union(*(part.users for part in earlier)),
+        groups=frozenset().union(*(part.groups for part in earlier)),
+        permissions=frozenset().union(*(part.permissions for part in earlier)),
+        content_types=frozenset().union(*(part.content_types for part in earlier)),
     )
 
 
-ALL = frozenset(range(PARTITIONS))
+SHARED = frozenset(range(PARTITIONS))
 
 
-def followed(principal: Principal) -> frozenset[int]:
+def followed(principal: Principal) -> frozenset[Partition]:
     """The partitions a connection of this principal needs."""
-    if principal.permissions.everything:
-        return ALL
-    partitions = {_hash("u", principal.user_id)}
+    partitions: set[Partition] = {_hash("u", principal.user_id)}
     partitions.update(_hash("g", group) for group in principal.group_ids)
+    if principal.permissions.everything:
+        partitions.update(SHARED)
+        return frozenset(partitions)
     partitions.update(_hash("p", codename) for codename in principal.codenames)
     partitions.update(
         _hash("c", content_type)
@@ -178,15 +226,15 @@ class Interest:
     """
 
     def __init__(self) -> None:
-        self._counts: dict[int, int] = {}
-        self._followed: dict[Principal, frozenset[int]] = {}
+        self._counts: dict[Partition, int] = {}
+        self._followed: dict[Principal, frozenset[Partition]] = {}
         self.on_change: Callable[[], None] | None = None
 
     @property
-    def wanted(self) -> frozenset[int]:
+    def wanted(self) -> frozenset[Partition]:
         return frozenset(self._counts)
 
-    def add(self, principal: Principal) -> frozenset[int]:
+    def add(self, principal: Principal) -> frozenset[Partition]:
         """Count a connection of this principal in; return its partitions."""
         partitions = self.partitions(principal)
         self.pin(partitions)
@@ -196,7 +244,7 @@ class Interest:
         """Count a connection of this principal out."""
         self.unpin(self.partitions(principal))
 
-    def partitions(self, principal: Principal) -> frozenset[int]:
+    def partitions(self, principal: Principal) -> frozenset[Partition]:
         """The partitions a principal follows (computed once per principal)."""
         partitions = self._followed.get(principal)
         if partitions is None:
@@ -205,7 +253,7 @@ class Interest:
             partitions = self._followed[principal] = followed(principal)
         return partitions
 
-    def pin(self, partitions: Iterable[int]) -> None:
+    def pin(self, partitions: Iterable[Partition]) -> None:
         """Want these partitions, e.g. while a connection waits for them."""
         counts = self._counts
         for partition in partitions:
@@ -215,7 +263,7 @@ class Interest:
                 counts[partition] = 1
                 self._changed()
 
-    def unpin(self, partitions: Iterable[int]) -> None:
+    def unpin(self, partitions: Iterable[Partition]) -> None:
         """Undo one :meth:`pin` of these partitions."""
         counts = self._counts
         for partition in partitions:
@@ -230,6 +278,6 @@ class Interest:
         if self.on_change is not None:
             self.on_change()
 
-    def needs(self, partitions: Iterable[int]) -> bool:
+    def needs(self, partitions: Iterable[Partition]) -> bool:
         """Whether any of these partitions is wanted."""
         return any(partition in self._counts for partition in partitions)

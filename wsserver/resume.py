@@ -21,7 +21,7 @@ C = TypeVar("C", bound=Hashable)
 Position = tuple[int, int]
 # On a Redis Cluster, a replay's position in each partition (see
 # wsserver.cursors): ids increase within a partition, not across them.
-Positions = Position | dict[int, Position]
+Positions = Position | dict[int | str, Position]
 
 
 class HeldTooMany(Exception):

@@ -206,7 +206,9 @@ class Sidecar:
             return self.config.max_message_size
         return max(self.config.max_message_size, MAX_CURSOR_LENGTH + 2048)
 
-    def on_bus_message(self, payload: bytes, partition: int | None = None) -> None:
+    def on_bus_message(
+        self, payload: bytes, partition: int | str | None = None
+    ) -> None:
         """Send an event to every connection whose user may see it."""
         event = self.fanout.receive(payload, partition)
         if event is not None:

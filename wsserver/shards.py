@@ -38,17 +38,17 @@ from . import backfill
 from .bus import HEALTH_CHECK_INTERVAL, READ_TIMEOUT, backoff_delays
 from .catchup import Catchup
 from .counters import Counters
-from .events import split_event_id
 from .history import ClusterHistory, History, HistoryUnavailable
-from .partitions import Interest, channel_of, history_key_of
+from .partitions import Interest, Partition, channel_of, history_key_of
 from .redistarget import RedisTarget
 
 __all__ = ["CONTROL", "ShardedSubscriber"]
 
 logger = logging.getLogger("wsserver.bus")
 
-# The control channel's key among the subscriptions (partitions are ints).
-CONTROL = "control"
+# The control channel's key among the subscriptions (beside partitions).
+CONTROL = None
+Key = Partition | None
 SUBSCRIBE_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 2.0
 # How often subscriptions are reconciled when nothing asks for it.
@@ -66,13 +66,16 @@ class _Node:
         self,
         name: str,
         client: Redis,
-        on_message: Callable[[int | str, bytes], Awaitable[None]],
-        on_lost: Callable[[_Node, list[int | str], str], None],
+        on_message: Callable[[Key, bytes], Awaitable[None]],
+        on_lost: Callable[[_Node, list[Key], str], None],
     ) -> None:
         self.name = name
         self.client = client
         self.pubsub: PubSub = client.pubsub()
-        self.channels: dict[bytes, int | str] = {}
+        self.channels: dict[bytes, Key] = {}
+        # SUNSUBSCRIBEs sent and not yet confirmed, by channel: their replies
+        # are not losses, even if the channel was subscribed again since.
+        self._unsubscribing: dict[bytes, int] = {}
         self._confirmations: dict[bytes, asyncio.Future[None]] = {}
         self._on_message = on_message
         self._on_lost = on_lost
@@ -82,7 +85,7 @@ class _Node:
         self._lock = asyncio.Lock()
         self.dead = False
 
-    async def subscribe(self, channel: str, key: int | str) -> None:
+    async def subscribe(self, channel: str, key: Key) -> None:
         """Subscribe and return once Redis confirmed it (raise if not)."""
         if self.dead:
             raise _Lost(f"connection to {self.name} lost")
@@ -105,7 +108,9 @@ class _Node:
 
     async def unsubscribe(self, channel: str) -> None:
         encoded = channel.encode()
-        if self.channels.pop(encoded, None) is not None and not self.dead:
+        if encoded in self.channels and not self.dead:
+            del self.channels[encoded]
+            self._unsubscribing[encoded] = self._unsubscribing.get(encoded, 0) + 1
             async with asyncio.timeout(SUBSCRIBE_TIMEOUT), self._lock:
                 await self.pubsub.sunsubscribe(encoded)
 
@@ -121,16 +126,21 @@ class _Node:
                 kind = message["type"]
                 channel = message["channel"]
                 if kind == "smessage":
-                    key = self.channels.get(channel)
-                    if key is not None:
-                        await self._on_message(key, message["data"])
+                    if channel in self.channels:
+                        await self._on_message(self.channels[channel], message["data"])
                 elif kind == "ssubscribe":
                     confirmed = self._confirmations.pop(channel, None)
                     if confirmed is not None and not confirmed.done():
                         confirmed.set_result(None)
                 elif kind == "sunsubscribe":
-                    key = self.channels.pop(channel, None)
-                    if key is not None:  # not asked for: Redis ended it
+                    pending = self._unsubscribing.get(channel, 0)
+                    if pending:  # the reply to unsubscribe()
+                        if pending == 1:
+                            del self._unsubscribing[channel]
+                        else:
+                            self._unsubscribing[channel] = pending - 1
+                    elif channel in self.channels:  # Redis ended it
+                        key = self.channels.pop(channel)
                         self._on_lost(self, [key], "the slot moved")
         except asyncio.CancelledError:
             raise
@@ -194,9 +204,9 @@ class ShardedSubscriber:
         self._cluster: RedisCluster | None = None
         self._nodes: dict[str, _Node] = {}
         # Subscribed and caught up: partition (or CONTROL) -> node name.
-        self._up: dict[int | str, str] = {}
-        self._ready: dict[int | str, asyncio.Event] = {}
-        self._histories: dict[int, History] = {}
+        self._up: dict[Key, str] = {}
+        self._ready: dict[Key, asyncio.Event] = {}
+        self._histories: dict[Partition, History] = {}
         self._wake = asyncio.Event()
         self._refresh = False
         self._control_was_up = False
@@ -214,15 +224,15 @@ class ShardedSubscriber:
         """Return once the control channel is up."""
         await self._event(CONTROL).wait()
 
-    async def wait_for(self, partitions: frozenset[int]) -> None:
+    async def wait_for(self, partitions: frozenset[Partition]) -> None:
         """Return once these partitions are subscribed and caught up (the
         caller pins them in the interest first)."""
         for partition in partitions:
             if partition not in self._up:
                 await self._event(partition).wait()
 
-    def subscribed_partitions(self) -> frozenset[int]:
-        return frozenset(key for key in self._up if isinstance(key, int))
+    def subscribed_partitions(self) -> frozenset[Partition]:
+        return frozenset(key for key in self._up if key is not CONTROL)
 
     # The loop
 
@@ -273,7 +283,7 @@ class ShardedSubscriber:
 
     async def _reconcile(self) -> None:
         cluster = await self._client()
-        wanted: dict[int | str, str] = {CONTROL: self.control_channel}
+        wanted: dict[Key, str] = {CONTROL: self.control_channel}
         for partition in self.interest.wanted:
             wanted[partition] = channel_of(self.channel, partition)
         # Partitions no longer wanted, or whose slot has a new owner.
@@ -296,7 +306,7 @@ class ShardedSubscriber:
                 )
                 with contextlib.suppress(Exception):
                     await node.unsubscribe(channel)
-            if key not in wanted and isinstance(key, int):
+            if key not in wanted and key is not CONTROL:
                 self.catchup.forget(key)
         for name, node in list(self._nodes.items()):
             if node.dead or not node.channels:
@@ -316,9 +326,7 @@ class ShardedSubscriber:
         if failures:
             raise failures[0]
 
-    async def _attach(
-        self, cluster: RedisCluster, key: int | str, channel: str
-    ) -> None:
+    async def _attach(self, cluster: RedisCluster, key: Key, channel: str) -> None:
         owner = cluster.get_node_from_key(channel)
         node = self._nodes.get(owner.name)
         if node is None or node.dead:
@@ -349,7 +357,6 @@ class ShardedSubscriber:
                     await result
             self._control_was_up = True
             return
-        assert isinstance(key, int)
         history = self.history(key)
         # Followed from now: its newest id is read before subscribing, so
         # that what is published in between is read from the stream.
@@ -367,7 +374,7 @@ class ShardedSubscriber:
         self.on_release(key)
         self._set_up(key, owner.name)
 
-    def history(self, partition: int) -> History:
+    def history(self, partition: Partition) -> History:
         """A partition's history stream (once the cluster was reached)."""
         history = self._histories.get(partition)
         if history is None:
@@ -386,7 +393,7 @@ class ShardedSubscriber:
         """What resumes read: the partitions' streams."""
         return ClusterHistory(self.history, self.interest.partitions)
 
-    async def _received(self, key: int | str, data: bytes) -> None:
+    async def _received(self, key: Key, data: bytes) -> None:
         try:
             if key == CONTROL:
                 result = self.on_control(data)
@@ -398,7 +405,7 @@ class ShardedSubscriber:
             self.counters.bus_events["invalid"] += 1
             logger.exception("Skipped a message on %r: %.100r", key, data)
 
-    def _lost(self, node: _Node, keys: list[int | str], why: str) -> None:
+    def _lost(self, node: _Node, keys: list[Key], why: str) -> None:
         lost = [key for key in keys if self._up.get(key) == node.name]
         for key in lost:
             del self._up[key]
@@ -415,7 +422,7 @@ class ShardedSubscriber:
         self._refresh = True
         self._wake.set()
 
-    def _event(self, key: int | str) -> asyncio.Event:
+    def _event(self, key: Key) -> asyncio.Event:
         event = self._ready.get(key)
         if event is None:
             event = self._ready[key] = asyncio.Event()
@@ -423,13 +430,13 @@ class ShardedSubscriber:
                 event.set()
         return event
 
-    def _set_up(self, key: int | str, name: str) -> None:
+    def _set_up(self, key: Key, name: str) -> None:
         self._up[key] = name
         event = self._ready.get(key)
         if event is not None:
             event.set()
 
-    def _clear(self, key: int | str) -> None:
+    def _clear(self, key: Key) -> None:
         event = self._ready.get(key)
         if event is not None:
             event.clear()
@@ -457,8 +464,3 @@ def _connection_options(cluster: RedisCluster) -> dict[str, Any]:
         for key, value in options.items()
         if key in {"username", "password", "connection_class"} or key.startswith("ssl")
     }
-
-
-def event_partition(event_id: str) -> int | None:
-    """The partition of a cluster event id (for logs and tests)."""
-    return split_event_id(event_id)[0]
