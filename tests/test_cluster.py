@@ -531,3 +531,62 @@ def test_a_sidecar_in_plain_mode_refuses_a_cluster_node(cluster, tmp_path):
     assert "REDIS_URL names a Redis Cluster node: set WS_REDIS_CLUSTER=true" in (
         result.stdout + result.stderr
     )
+
+
+def test_the_check_verifies_the_cluster(site, sidecars):
+    first, _ = sidecars
+    check = subprocess.run(
+        [sys.executable, "-m", "wsserver", "check"],
+        env=first.env,
+        capture_output=True,
+        text=True,
+        timeout=units(60),
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "redis: Redis Cluster 127.0.0.1:" in check.stdout
+
+
+def test_a_publisher_in_cluster_mode_says_the_redis_is_not_a_cluster(tmp_path_factory):
+    site = MainSite(
+        f"sqlite:///{tmp_path_factory.mktemp('plain') / 'site.sqlite3'}",
+        "redis://127.0.0.1:6379/0",
+        "cluster-refused",
+        WSSERVER_REDIS_CLUSTER="true",
+    )
+    result = subprocess.run(
+        [
+            site.python,
+            str(site.manage_py),
+            "shell",
+            "-c",
+            "from wsserver.publisher.publishing import Outgoing, send\n"
+            "print(send([Outgoing({'event': 'x'}, audience='{\"users\":[\"1\"]}')]))\n",
+        ],
+        env=site.env,
+        capture_output=True,
+        text=True,
+        timeout=units(60),
+    )
+    assert result.stdout.strip().endswith("False")
+    assert (
+        "WSSERVER_REDIS_CLUSTER is set, but WSSERVER_REDIS_URL names a Redis "
+        "without cluster mode"
+    ) in result.stderr
+
+
+def test_a_publisher_setting_that_cannot_be_parsed_fails_the_check(tmp_path_factory):
+    site = MainSite(
+        f"sqlite:///{tmp_path_factory.mktemp('bad') / 'site.sqlite3'}",
+        "redis://a:1,b:2",
+        "cluster-bad",
+    )
+    result = subprocess.run(
+        [site.python, str(site.manage_py), "check"],
+        env=site.env,
+        capture_output=True,
+        text=True,
+        timeout=units(60),
+    )
+    assert result.returncode != 0
+    assert "wsserver.E003" in result.stderr
+    assert "set WSSERVER_REDIS_CLUSTER = True" in result.stderr

@@ -92,9 +92,21 @@ def client() -> Any:
         if _client is None:
             timeout = conf.publish_timeout()
             redis_target = target()
-            new = redis_target.sync_client(
-                socket_timeout=timeout, socket_connect_timeout=timeout
-            )
+            try:
+                new = redis_target.sync_client(
+                    socket_timeout=timeout, socket_connect_timeout=timeout
+                )
+            except RedisClusterException as exc:  # a cluster client connects now
+                if "not enabled" in str(exc):
+                    raise redis.RedisError(
+                        mode_problem(
+                            True,
+                            {},
+                            "WSSERVER_REDIS_URL",
+                            "WSSERVER_REDIS_CLUSTER",
+                        )
+                    ) from None
+                raise
             if redis_target.mode != "cluster":
                 # A cluster client refuses a plain Redis itself.
                 try:
