@@ -41,6 +41,10 @@ class Catchup:
         """Start following a stream at ``position``, unless followed already."""
         self._positions.setdefault(stream, position)
 
+    def streams(self) -> list[Hashable]:
+        """The streams followed, or held."""
+        return [*self._positions, *(s for s in self._held if s not in self._positions)]
+
     def forget(self, stream: Hashable) -> None:
         """Stop following a stream (no connection needs it any more)."""
         self._positions.pop(stream, None)

@@ -179,13 +179,31 @@ def copies(audience: Audience) -> list[tuple[Partition, Audience]]:
     return sorted(parts.items(), key=lambda item: str(item[0]))
 
 
-@functools.lru_cache(maxsize=4096)
 def routed(
     audience: Audience, partition: Partition
 ) -> tuple[Audience, Audience | None]:
     """Who takes the copy of an event that came on ``partition``: the
     audience's targets in it, minus (None: nobody) those in earlier
-    partitions. The first is empty when the audience has no target there."""
+    partitions. The first is empty when the audience has no target there.
+
+    Small audiences (most) are remembered; large ones, which could fill the
+    memory, are split each time.
+    """
+    size = (
+        len(audience.users)
+        + len(audience.groups)
+        + len(audience.permissions)
+        + len(audience.content_types)
+    )
+    if size <= 64:
+        return _routed(audience, partition)
+    return _routed.__wrapped__(audience, partition)
+
+
+@functools.lru_cache(maxsize=4096)
+def _routed(
+    audience: Audience, partition: Partition
+) -> tuple[Audience, Audience | None]:
     parts = split(audience)
     own = parts.get(partition, Audience())
     rank = _rank(partition)

@@ -23,7 +23,6 @@ redis-py one, with its retries off so that no reconnection goes unnoticed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
@@ -287,6 +286,7 @@ class ShardedSubscriber:
         for partition in self.interest.wanted:
             wanted[partition] = channel_of(self.channel, partition)
         # Partitions no longer wanted, or whose slot has a new owner.
+        dropped: list[tuple[_Node, str]] = []
         for key, name in list(self._up.items()):
             if key in wanted:
                 try:
@@ -299,15 +299,23 @@ class ShardedSubscriber:
             self._clear(key)
             node = self._nodes.get(name)
             if node is not None:
-                channel = (
-                    self.control_channel
-                    if key == CONTROL
-                    else channel_of(self.channel, key)  # type: ignore[arg-type]
-                )
-                with contextlib.suppress(Exception):
-                    await node.unsubscribe(channel)
-            if key not in wanted and key is not CONTROL:
+                dropped.append((node, self._channel(key)))
+        # At once: a node that does not answer holds no other.
+        results = await asyncio.gather(
+            *(node.unsubscribe(channel) for node, channel in dropped),
+            return_exceptions=True,
+        )
+        for (node, _), result in zip(dropped, results, strict=True):
+            if isinstance(result, Exception):
+                node.dead = True  # closed below, and replaced when needed
+        # Forget what no connection needs any more.
+        for key in [*self.catchup.streams(), *self._ready, *self._histories]:
+            if key not in wanted and key not in self._up:
                 self.catchup.forget(key)
+                self._histories.pop(key, None)
+                event = self._ready.get(key)
+                if event is not None and not event.is_set():
+                    del self._ready[key]
         for name, node in list(self._nodes.items()):
             if node.dead or not node.channels:
                 del self._nodes[name]
@@ -373,6 +381,11 @@ class ShardedSubscriber:
         )
         self.on_release(key)
         self._set_up(key, owner.name)
+
+    def _channel(self, key: Key) -> str:
+        if key is CONTROL:
+            return self.control_channel
+        return channel_of(self.channel, key)
 
     def history(self, partition: Partition) -> History:
         """A partition's history stream (once the cluster was reached)."""
