@@ -123,3 +123,34 @@ def test_steering_without_pinning_is_refused_before_anything_runs():
     )
     assert result.returncode == 2
     assert "--receive-on-load-cpus needs pinning" in result.stderr
+
+
+def test_the_cluster_benchmark_compares_one_redis_with_a_cluster(tmp_path):
+    """bench.cluster, small: with 4 sidecars on one Redis each receives every
+    event; on a Cluster, each receives only its users' personal events."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.cluster",
+            "--sidecars=1,4",
+            "--users=200",
+            "--groups=4",
+            "--events=100",
+            f"--out={tmp_path}",
+        ],
+        cwd=ROOT,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    results = json.loads((tmp_path / "cluster.json").read_text())
+    by = {(r["mode"], r["sidecars"]): r for r in results}
+    assert by["plain", 4]["personal_per_sidecar_per_event"] == 1.0
+    assert by["plain", 4]["group_per_sidecar_per_event"] == 1.0
+    # 200 users over 2**20 user partitions: no two share one.
+    assert by["sharded", 4]["personal_sidecars_per_event"] == 1.0
+    assert by["sharded", 4]["personal_per_sidecar_per_event"] == 0.25
+    # Every sidecar has members of every group.
+    assert by["sharded", 4]["group_per_sidecar_per_event"] == 1.0
+    assert (tmp_path / "cluster.md").read_text().startswith("# Bus traffic")
