@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wsserver.config import ConfigError, load_config
-from wsserver.redistarget import mode_problem, parse_redis
+from wsserver.redistarget import mode_problem, parse_redis, server_mode
 
 
 def test_one_server():
@@ -40,7 +40,7 @@ def test_cluster_startup_nodes():
         ("redis+sentinel://s1", False, "no master name"),
         ("redis+sentinel://s1/m", True, "use one"),
         ("redis://a:1,rediss://b:2", True, "every node must use redis://"),
-        ("redis://a:x", False, "bad port"),
+        ("redis://a:1,b:x", True, "bad port"),
     ],
 )
 def test_what_is_wrong_is_said(value, cluster, message):
@@ -54,13 +54,16 @@ def test_a_missing_ca_file_is_refused(tmp_path):
 
 
 def test_the_mode_is_checked_against_the_server():
-    assert mode_problem(False, {"cluster_enabled": 0}, "REDIS_URL", "X") is None
+    assert mode_problem(False, False, "REDIS_URL", "X") is None
     assert "names a Redis Cluster node" in mode_problem(
-        False, {"cluster_enabled": 1}, "REDIS_URL", "WS_REDIS_CLUSTER=true"
+        False, True, "REDIS_URL", "WS_REDIS_CLUSTER=true"
     )
     assert "without cluster mode" in mode_problem(
-        True, {"cluster_enabled": 0}, "REDIS_URL", "WS_REDIS_CLUSTER=true"
+        True, False, "REDIS_URL", "WS_REDIS_CLUSTER=true"
     )
+    # HELLO's answer, in RESP3 and RESP2.
+    assert server_mode({b"mode": b"cluster", b"proto": 3}) == "cluster"
+    assert server_mode([b"server", b"redis", b"mode", b"standalone"]) == "standalone"
 
 
 def test_the_sidecars_configuration_names_the_variable():

@@ -171,16 +171,15 @@ def check_redis(config: Config) -> str | None:
 
 
 def mode_problem_of(config: Config, client: redis.Redis) -> str | None:
-    """Whether the server is a cluster node when it should not be (a user
-    that may not run INFO is not asked)."""
-    from .redistarget import mode_problem
+    """Whether the server is a cluster node when it should not be (HELLO
+    says, which every ACL user may send)."""
+    from .redistarget import mode_problem, server_mode
 
-    try:
-        info = client.info("cluster")
-    except redis.exceptions.NoPermissionError:
-        return None
     return mode_problem(
-        config.redis_cluster, info, config.redis_url_variable, "WS_REDIS_CLUSTER=true"
+        config.redis_cluster,
+        server_mode(client.execute_command("HELLO")) == "cluster",
+        config.redis_url_variable,
+        "WS_REDIS_CLUSTER=true",
     )
 
 

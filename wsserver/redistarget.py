@@ -26,7 +26,7 @@ from typing import Any
 
 from .logs import mask_url
 
-__all__ = ["RedisTarget", "mode_problem", "parse_redis"]
+__all__ = ["RedisTarget", "mode_problem", "parse_redis", "server_mode"]
 
 SCHEMES = {"redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel"}
 
@@ -167,7 +167,6 @@ def parse_redis(
                 "several servers are listed: that is for a Redis Cluster "
                 f"(set {cluster_setting}) or Sentinel (redis+sentinel://)"
             )
-        _port(first, value)
         return RedisTarget("single", value, tls=tls, ca_file=ca_file, username=username)
     if scheme == "unix":
         raise ValueError("a Redis Cluster is reached over TCP, not unix://")
@@ -250,19 +249,27 @@ def _sentinel(
     )
 
 
+def server_mode(hello: Any) -> str:
+    """The server's mode from its answer to ``HELLO`` (which every ACL user
+    may send): "standalone", "cluster" or "sentinel"."""
+    if isinstance(hello, list):  # RESP2: key, value, key, value...
+        hello = dict(zip(hello[::2], hello[1::2], strict=False))
+    mode = hello.get(b"mode", hello.get("mode", b"standalone"))
+    return mode.decode() if isinstance(mode, bytes) else str(mode)
+
+
 def mode_problem(
-    cluster: bool, info: dict[str, Any], url_setting: str, cluster_setting: str
+    cluster: bool, server_is_cluster: bool, url_setting: str, cluster_setting: str
 ) -> str | None:
-    """What is wrong when ``INFO cluster`` answers ``info`` from the server
-    that ``url_setting`` names (None: nothing)."""
-    enabled = bool(int(info.get("cluster_enabled", 0)))
-    if enabled and not cluster:
+    """What is wrong when the server ``url_setting`` names is (or is not) a
+    cluster node (None: nothing)."""
+    if server_is_cluster and not cluster:
         return (
             f"{url_setting} names a Redis Cluster node: set {cluster_setting} "
             "(the sidecar's WS_REDIS_CLUSTER=true and the main site's "
             "WSSERVER_REDIS_CLUSTER = True)"
         )
-    if cluster and not enabled:
+    if cluster and not server_is_cluster:
         return (
             f"{cluster_setting} is set, but {url_setting} names a Redis without "
             "cluster mode: unset it, or name a node of the cluster"

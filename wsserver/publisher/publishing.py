@@ -27,7 +27,7 @@ from typing import Any
 import redis
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from redis.exceptions import NoPermissionError, RedisClusterException
+from redis.exceptions import RedisClusterException
 
 from ..audience import (
     MAX_AUDIENCE_SIZE,
@@ -37,7 +37,7 @@ from ..audience import (
 )
 from ..logs import mask_url
 from ..partitions import channel_of, copies, history_key_of, partition_of
-from ..redistarget import RedisTarget, mode_problem, parse_redis
+from ..redistarget import RedisTarget, mode_problem, parse_redis, server_mode
 from ..wire import PUBLISH_WITH_HISTORY, addressed, control_channel, history_key
 from . import conf
 from .events import event_for, serialize
@@ -100,21 +100,17 @@ def client() -> Any:
                 if "not enabled" in str(exc):
                     raise redis.RedisError(
                         mode_problem(
-                            True,
-                            {},
-                            "WSSERVER_REDIS_URL",
-                            "WSSERVER_REDIS_CLUSTER",
+                            True, False, "WSSERVER_REDIS_URL", "WSSERVER_REDIS_CLUSTER"
                         )
                     ) from None
                 raise
             if redis_target.mode != "cluster":
                 # A cluster client refuses a plain Redis itself.
-                try:
-                    info = new.info("cluster")
-                except NoPermissionError:  # a least-privilege ACL user
-                    info = {}
                 problem = mode_problem(
-                    False, info, "WSSERVER_REDIS_URL", "WSSERVER_REDIS_CLUSTER = True"
+                    False,
+                    server_mode(new.execute_command("HELLO")) == "cluster",
+                    "WSSERVER_REDIS_URL",
+                    "WSSERVER_REDIS_CLUSTER = True",
                 )
                 if problem:
                     new.close()
