@@ -288,7 +288,8 @@ class ShardedSubscriber:
         # Partitions no longer wanted, or whose slot has a new owner.
         dropped: list[tuple[_Node, str]] = []
         for key, name in list(self._up.items()):
-            if key in wanted:
+            node = self._nodes.get(name)
+            if key in wanted and node is not None and not node.dead:
                 try:
                     owner = cluster.get_node_from_key(wanted[key])
                 except Exception:  # slot not covered: subscribe again later
@@ -380,6 +381,11 @@ class ShardedSubscriber:
             counters=self.counters,
         )
         self.on_release(key)
+        if node.dead or channel.encode() not in node.channels:
+            # Lost while the stream was read: held events stay held, and the
+            # next attempt reads from the position reached.
+            self.catchup.hold(key)
+            raise _Lost(f"the subscription to {owner.name} ended while catching up")
         self._set_up(key, owner.name)
 
     def _channel(self, key: Key) -> str:
