@@ -39,11 +39,18 @@ def test_the_longest_cursor_is_256_ids():
 
 
 def test_partitions_without_an_id_resume_from_the_newest_time_less_a_margin():
-    starts = cursor_starts({3: (10_000, 2), 17: (12_000, 0)}, frozenset({3, 17, 40}))
+    newest = 100_000
+    starts = cursor_starts(
+        {3: (newest - 1000, 2), 17: (newest, 0), 8: (newest - 60_000, 0)},
+        frozenset({3, 17, 40, 8}),
+    )
+    since = ((newest - CLOCK_MARGIN, 0), False)
     assert starts == {
-        3: ((10_000, 2), True),
-        17: ((12_000, 0), True),
-        40: ((12_000 - CLOCK_MARGIN, 0), False),
+        3: ((newest - 1000, 2), True),
+        17: ((newest, 0), True),
+        40: since,
+        # Older than the margin: what it has since was not for the client.
+        8: since,
     }
     # Partitions no longer followed are not resumed.
     assert set(cursor_starts({3: (1, 0)}, frozenset({5}))) == {5}

@@ -74,9 +74,15 @@ def test_an_audience_of_users_is_split_and_each_copy_carries_its_own():
         assert all(partition_of(user=user) == partition for user in part.users)
 
 
-def test_a_mixed_audience_copy_carries_it_whole():
-    audience = Audience(users=frozenset({"1"}), groups=frozenset({2}))
-    assert {part for _, part in copies(audience)} == {audience}
+def test_a_mixed_audience_shared_copies_carry_it_whole_user_copies_their_users():
+    users = frozenset(str(n) for n in range(1000))
+    audience = Audience(users=users, groups=frozenset({2}))
+    published = dict(copies(audience))
+    assert published[partition_of(group=2)] == audience
+    carried = [part for p, part in published.items() if isinstance(p, str)]
+    # Not the whole audience in each of 1,000 copies: each user once.
+    assert sum(len(part.users) for part in carried) == 1000
+    assert all(not part.groups for part in carried)
 
 
 def principal(user, groups=(), codenames=(), cts=(), superuser=False) -> Principal:

@@ -19,11 +19,18 @@ __all__ = ["ChannelBackfill", "catch_up"]
 logger = logging.getLogger("wsserver.bus")
 
 
-async def start(history: History, catchup: Catchup, stream: Hashable) -> None:
-    """Before the first subscription: follow the stream from its newest entry,
-    so that what is published until the subscription is up is read from it."""
+async def start(
+    history: History,
+    catchup: Catchup,
+    stream: Hashable,
+    since: tuple[int, int] | None = None,
+) -> None:
+    """Before the first subscription: follow the stream from its newest entry
+    (or from ``since``, a time as a stream id, if earlier), so that what is
+    published until the subscription is up is read from it."""
     if catchup.position(stream) is None:
-        catchup.follow(stream, await history.newest())
+        newest = await history.newest()
+        catchup.follow(stream, newest if since is None else min(newest, since))
 
 
 async def catch_up(

@@ -10,7 +10,10 @@ page: ``lastEventId`` is it.
 A partition the client follows but has no id of sent it nothing it may see
 since it connected: it missed what that partition has after the newest event
 of the cursor (less :data:`CLOCK_MARGIN` for the masters' clocks, which stamp
-the ids; events it may see before then would be in the cursor).
+the ids; events it may see before then would be in the cursor). For the same
+reason a partition whose last id is older than that is resumed from there: a
+client connected until its newest event has every event before it that it
+may see, so entries trimmed before then make no gap.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ __all__ = ["CLOCK_MARGIN", "MAX_CURSOR_LENGTH", "cursor_starts", "parse_cursor"]
 
 Position = tuple[int, int]
 
-# Milliseconds the clocks of two masters may differ by.
-CLOCK_MARGIN = 1000
+# Milliseconds the clocks of two masters may differ by, and a partition's
+# catching up may take (its events are then sent late).
+CLOCK_MARGIN = 5000
 # The longest cursor: one id for each of the 256 shared partitions, and one
 # for the user's own partition.
 MAX_CURSOR_LENGTH = 256 * 46 + 52
@@ -59,7 +63,11 @@ def cursor_starts(
     would have received what it may see (see the module's docstring)."""
     newest = max(milliseconds for milliseconds, _ in cursor.values())
     since = (max(newest - CLOCK_MARGIN, 0), 0)
-    return {
-        partition: (cursor[partition], True) if partition in cursor else (since, False)
-        for partition in partitions
-    }
+    starts = {}
+    for partition in partitions:
+        position = cursor.get(partition)
+        if position is not None and position >= since:
+            starts[partition] = (position, True)
+        else:
+            starts[partition] = (since, False)
+    return starts

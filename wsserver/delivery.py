@@ -208,10 +208,17 @@ class Delivery(Generic[C]):
             self.resumes.release(connection, position)
 
     def resume_batches(
-        self, connection: C, events: Sequence[tuple[Audience, bytes]], size: int
+        self,
+        connection: C,
+        events: Sequence[
+            tuple[Audience, bytes] | tuple[Audience, bytes, Audience | None]
+        ],
+        size: int,
     ) -> Iterator[list[bytes]]:
         """Batches of the (audience, payload) events a resuming connection
-        may see, each about ``size`` bytes at most (one event at least).
+        may see, each about ``size`` bytes at most (one event at least). On a
+        Redis Cluster an event may come with a third item: who in the audience
+        takes it from another partition's copy (see wsserver.partitions).
 
         Each batch is filtered with the user's access when the caller
         asks for it: writing and waiting for the client in between, a change
@@ -228,9 +235,13 @@ class Delivery(Generic[C]):
             batch: list[bytes] = []
             total = 0
             while start < len(events) and total < size:
-                audience, payload = events[start]
+                audience, payload, *excluded = events[start]
                 start += 1
-                if audience.allows(principal) and len(payload) <= largest:
+                if (
+                    audience.allows(principal)
+                    and not (excluded and excluded[0] and excluded[0].allows(principal))
+                    and len(payload) <= largest
+                ):
                     batch.append(payload)
                     total += len(payload)
             if batch:

@@ -31,7 +31,7 @@ from .events import (
     with_id,
 )
 from .logs import mask_url
-from .partitions import Partition
+from .partitions import Partition, routed
 
 if TYPE_CHECKING:
     from .routing import Principal
@@ -63,6 +63,9 @@ class Entry:
     id: str
     audience: Audience | None
     payload: bytes  # with its "id", as live events have it
+    # On a Redis Cluster: who in the audience takes it from another
+    # partition's copy (see wsserver.partitions.routed).
+    excluded: Audience | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -153,7 +156,9 @@ class History:
         wsserver.cursors), which the stream may not have reached yet.
         """
         last = event_id_key(last_event_id)
-        assert last is not None
+        if last is None or ":" in last_event_id:
+            # A Redis Cluster's cursor, or id: no position in this stream.
+            return Replay(last_event_id, None, gap=True)
         try:
             try:
                 info = await self._client.xinfo_stream(self.key)
@@ -298,10 +303,18 @@ class ClusterHistory:
             async for entries in self.history(partition).entries(
                 replay.parts[partition]
             ):
-                yield entries
+                yield [_routed(entry, partition) for entry in entries]
 
     async def close(self) -> None:
         """The streams' client is the subscriber's: it closes it."""
+
+
+def _routed(entry: Entry, partition: Partition) -> Entry:
+    """An entry of a partition's stream, for those who take it from this copy."""
+    if entry.audience is None:
+        return entry
+    own, excluded = routed(entry.audience, partition)
+    return Entry(entry.id, own or None, entry.payload, excluded)
 
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes], prefix: str = "") -> Entry:

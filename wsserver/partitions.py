@@ -29,9 +29,10 @@ copy on partition ``p`` goes to the connections in the audience's targets of
 gets each event once, and a sidecar with no connection in a partition
 receives nothing of it.
 
-A copy carries the full audience, except when the audience names users only:
-a connection matches one user, so users in other partitions cannot take it
-and each copy carries only its own users.
+A user partition's copy carries only its own users: users come first, and a
+connection matches one user, so nothing there is left to another copy. A
+shared partition's copy carries the whole audience, which names who took the
+event from an earlier copy.
 """
 
 from __future__ import annotations
@@ -172,11 +173,16 @@ def split(audience: Audience) -> dict[Partition, Audience]:
 
 def copies(audience: Audience) -> list[tuple[Partition, Audience]]:
     """What to publish: the partitions of an audience, each with the audience
-    its copy carries (see the module's docstring)."""
+    its copy carries. A user partition's copy carries its own users only (a
+    connection there has no earlier copy to leave it to); a shared
+    partition's copy carries the whole audience, which says who took the
+    event from an earlier copy."""
     parts = split(audience)
-    if audience.groups or audience.permissions or audience.content_types:
-        return [(partition, audience) for partition in sorted(parts, key=str)]
-    return sorted(parts.items(), key=lambda item: str(item[0]))
+    shared = bool(audience.groups or audience.permissions or audience.content_types)
+    return [
+        (partition, audience if shared and isinstance(partition, int) else part)
+        for partition, part in sorted(parts.items(), key=lambda item: str(item[0]))
+    ]
 
 
 def routed(

@@ -70,7 +70,7 @@ class Resuming:
                         return
                     position = await self._replay(connection, last_event_id)
                     while held := self.fanout.take_held(connection, position):
-                        missed = [(e.audience, e.payload) for e in held]
+                        missed = [(e.audience, e.payload, e.excluded) for e in held]
                         if not await self._send(connection, missed):
                             break
         except TimeoutError:
@@ -103,9 +103,10 @@ class Resuming:
         if replay.gap:
             gap = {"type": "resume_gap", "last_event_id": last_event_id}
             self.fanout.write(connection, [json.dumps(gap).encode()])
-        async for entries in self.history.entries(replay):
+            return None
+        async for entries in self.history.entries(replay):  # type: ignore[arg-type]
             missed = [
-                (entry.audience, entry.payload)
+                (entry.audience, entry.payload, entry.excluded)
                 for entry in entries
                 if entry.audience is not None
             ]
@@ -114,7 +115,9 @@ class Resuming:
         return replay.position
 
     async def _send(
-        self, connection: SidecarConnection, events: list[tuple[Audience, bytes]]
+        self,
+        connection: SidecarConnection,
+        events: list[tuple[Audience, bytes, Audience | None]],
     ) -> bool:
         """Write the batches the delivery core makes of these events, waiting
         for the client to read in between. False once the connection is

@@ -163,7 +163,7 @@ class Sidecar:
             max_connections_per_user=config.max_connections_per_user,
             max_connection_age=config.max_connection_age,
             on_registered=self.gc_scheduler.opened,
-            subscribed=None if self.interest is None else self._subscribed,
+            subscriptions=None if self.interest is None else self,
         )
         admission = Admission(
             config.max_authenticating, config.max_authenticating_per_address
@@ -223,16 +223,23 @@ class Sidecar:
             if interest is None or stream in interest.partitions(principal):
                 self.fanout.write(connection, [gap])
 
-    async def _subscribed(self, principal: Principal) -> None:
-        """Return once the partitions a principal follows are subscribed."""
+    async def wait(self, principal: Principal) -> None:
+        """Hold the partitions a principal follows, and return once they are
+        subscribed to (see SignIn; holding nothing if it raises)."""
         assert self.interest is not None
         assert isinstance(self.subscriber, ShardedSubscriber)
         partitions = self.interest.partitions(principal)
         self.interest.pin(partitions)
         try:
             await self.subscriber.wait_for(partitions)
-        finally:
+        except BaseException:
             self.interest.unpin(partitions)
+            raise
+
+    def release(self, principal: Principal) -> None:
+        """Stop holding a principal's partitions (see wait)."""
+        assert self.interest is not None
+        self.interest.unpin(self.interest.partitions(principal))
 
     def _partitions_subscribed(self) -> int:
         if isinstance(self.subscriber, ShardedSubscriber):

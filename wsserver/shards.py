@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
@@ -52,6 +54,8 @@ SUBSCRIBE_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 2.0
 # How often subscriptions are reconciled when nothing asks for it.
 RECONCILE_INTERVAL = 1.0
+# Partitions attached at once (each takes a few round trips).
+ATTACHING = 32
 
 
 class _Lost(Exception):
@@ -208,7 +212,24 @@ class ShardedSubscriber:
         self._histories: dict[Partition, History] = {}
         self._wake = asyncio.Event()
         self._refresh = False
+        self._refreshing: asyncio.Task[None] | None = None
         self._control_was_up = False
+        # Partitions being attached (by a task of their own), their backoff
+        # after a failure, and when each became wanted.
+        self._attaching: dict[Key, str] = {}
+        self._attach_slots = asyncio.Semaphore(ATTACHING)
+        self._backoff: dict[Key, float] = {}
+        self._retry_at: dict[Key, float] = {}
+        self._wanted_since: dict[Key, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failures = 0
+        self._delays = backoff_delays()
+        # Held while a control message is handled: no partition's events go
+        # by until the access change is applied (they come on other nodes'
+        # connections, which the control channel's cannot hold).
+        self._controls = 0
+        self._no_control = asyncio.Event()
+        self._no_control.set()
         interest.on_change = self._wake.set
 
     # What the server asks
@@ -236,31 +257,23 @@ class ShardedSubscriber:
     # The loop
 
     async def run(self) -> None:
-        """Reconcile subscriptions until cancelled."""
-        delays = backoff_delays()
-        failures = 0
+        """Reconcile subscriptions until cancelled.
+
+        Each missing partition is attached by a task of its own (at most
+        ATTACHING at once), so that a node that does not answer holds up
+        only its own partitions; a failed one is tried again after a backoff
+        of its own, and the slot map is read again meanwhile.
+        """
         try:
             while True:
                 self._wake.clear()
                 try:
                     await self._reconcile()
-                except Exception as exc:
-                    failures += 1
+                except Exception as exc:  # the cluster not reached yet
                     self._refresh = True
-                    delay = next(delays)
-                    log = logger.warning if failures == 1 else logger.info
-                    log(
-                        "%s: %s; retrying in %.1f s",
-                        self.target.describe(),
-                        str(exc) or type(exc).__name__,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
+                    self._log_failure(exc)
+                    await asyncio.sleep(next(self._delays))
                     continue
-                if failures:
-                    logger.warning("Redis Cluster subscriptions are back")
-                failures = 0
-                delays = backoff_delays()
                 try:
                     async with asyncio.timeout(RECONCILE_INTERVAL):
                         await self._wake.wait()
@@ -269,24 +282,45 @@ class ShardedSubscriber:
         finally:
             await self.close()
 
+    def _log_failure(self, exc: BaseException) -> None:
+        self._failures += 1
+        log = logger.warning if self._failures == 1 else logger.info
+        log("%s: %s", self.target.describe(), str(exc) or type(exc).__name__)
+
     async def _client(self) -> RedisCluster:
         if self._cluster is None:
-            self._cluster = self.target.async_client(
+            cluster = self.target.async_client(
                 socket_timeout=5, socket_connect_timeout=5, **self.client_options
             )
-            await self._cluster.initialize()
-        elif self._refresh:
+            await cluster.initialize()
+            self._cluster = cluster
+        elif self._refresh and self._refreshing is None:
             self._refresh = False
-            await self._cluster.nodes_manager.initialize()
+            self._refreshing = asyncio.create_task(self._read_slot_map())
         return self._cluster
+
+    async def _read_slot_map(self) -> None:
+        """Read the slot map again (a task: a node that does not answer holds
+        up no attachment to the others)."""
+        try:
+            assert self._cluster is not None
+            await self._cluster.nodes_manager.initialize()
+        except Exception as exc:
+            self._refresh = True
+            self._log_failure(exc)
+        finally:
+            self._refreshing = None
+            self._wake.set()
 
     async def _reconcile(self) -> None:
         cluster = await self._client()
         wanted: dict[Key, str] = {CONTROL: self.control_channel}
         for partition in self.interest.wanted:
             wanted[partition] = channel_of(self.channel, partition)
+        now = time.monotonic()
+        for key in wanted:
+            self._wanted_since.setdefault(key, time.time())
         # Partitions no longer wanted, or whose slot has a new owner.
-        dropped: list[tuple[_Node, str]] = []
         for key, name in list(self._up.items()):
             node = self._nodes.get(name)
             if key in wanted and node is not None and not node.dead:
@@ -298,45 +332,78 @@ class ShardedSubscriber:
                     continue
             del self._up[key]
             self._clear(key)
-            node = self._nodes.get(name)
-            if node is not None:
-                dropped.append((node, self._channel(key)))
-        # At once: a node that does not answer holds no other.
-        results = await asyncio.gather(
-            *(node.unsubscribe(channel) for node, channel in dropped),
-            return_exceptions=True,
-        )
-        for (node, _), result in zip(dropped, results, strict=True):
-            if isinstance(result, Exception):
-                node.dead = True  # closed below, and replaced when needed
+        # Subscriptions no connection needs (up, or half attached): dropped,
+        # without waiting (a node that does not answer holds no other).
+        for node in self._nodes.values():
+            for channel, key in list(node.channels.items()):
+                if key not in wanted and key not in self._attaching:
+                    self._spawn(self._unsubscribe(node, channel.decode()))
         # Forget what no connection needs any more.
         for key in [*self.catchup.streams(), *self._ready, *self._histories]:
-            if key not in wanted and key not in self._up:
+            if key not in wanted and key not in self._up and key not in self._attaching:
                 self.catchup.forget(key)
                 self._histories.pop(key, None)
+                self._wanted_since.pop(key, None)
+                self._retry_at.pop(key, None)
                 event = self._ready.get(key)
                 if event is not None and not event.is_set():
                     del self._ready[key]
         for name, node in list(self._nodes.items()):
             if node.dead or not node.channels:
-                del self._nodes[name]
-                await node.close()
-        missing = [key for key in wanted if key not in self._up]
-        if not missing:
-            return
-        results = await asyncio.gather(
-            *(self._attach(cluster, key, wanted[key]) for key in missing),
-            return_exceptions=True,
-        )
-        failures = [result for result in results if isinstance(result, BaseException)]
-        for failure in failures:
-            if isinstance(failure, asyncio.CancelledError):
-                raise failure
-        if failures:
-            raise failures[0]
+                if node.dead:
+                    for key, up_on in list(self._up.items()):
+                        if up_on == name:
+                            del self._up[key]
+                            self._clear(key)
+                if not any(task_node == name for task_node in self._attaching.values()):
+                    del self._nodes[name]
+                    self._spawn(node.close())
+        for key, channel in wanted.items():
+            if (
+                key not in self._up
+                and key not in self._attaching
+                and self._retry_at.get(key, 0.0) <= now
+            ):
+                self._attaching[key] = ""
+                self._spawn(self._attach_task(cluster, key, channel))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _unsubscribe(self, node: _Node, channel: str) -> None:
+        try:
+            await node.unsubscribe(channel)
+        except Exception:
+            node.dead = True  # closed and replaced when needed
+            self._wake.set()
+
+    async def _attach_task(self, cluster: RedisCluster, key: Key, channel: str) -> None:
+        try:
+            async with self._attach_slots:
+                await self._attach(cluster, key, channel)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._refresh = True
+            delay = self._backoff.get(key, 0.1)
+            self._backoff[key] = min(delay * 2, 5.0)
+            self._retry_at[key] = time.monotonic() + delay * (0.5 + random.random() / 2)
+            self._log_failure(exc)
+        else:
+            self._backoff.pop(key, None)
+            self._retry_at.pop(key, None)
+            if self._failures:
+                logger.warning("Redis Cluster subscriptions are back")
+                self._failures = 0
+        finally:
+            self._attaching.pop(key, None)
+            self._wake.set()
 
     async def _attach(self, cluster: RedisCluster, key: Key, channel: str) -> None:
         owner = cluster.get_node_from_key(channel)
+        self._attaching[key] = owner.name
         node = self._nodes.get(owner.name)
         if node is None or node.dead:
             node = self._nodes[owner.name] = _Node(
@@ -367,9 +434,15 @@ class ShardedSubscriber:
             self._control_was_up = True
             return
         history = self.history(key)
-        # Followed from now: its newest id is read before subscribing, so
-        # that what is published in between is read from the stream.
-        await backfill.start(history, self.catchup, key)
+        # Followed from when it was wanted (a connection's access changed:
+        # what the user may see since then is sent), less a second for the
+        # clocks, or from the stream's newest entry if later. Read before
+        # subscribing, so that what is published in between is read from
+        # the stream.
+        since = self._wanted_since.get(key, time.time()) - 1.0
+        await backfill.start(
+            history, self.catchup, key, since=(max(int(since * 1000), 0), 0)
+        )
         self.catchup.hold(key)
         await node.subscribe(channel, key)
         await backfill.catch_up(
@@ -414,11 +487,20 @@ class ShardedSubscriber:
 
     async def _received(self, key: Key, data: bytes) -> None:
         try:
-            if key == CONTROL:
-                result = self.on_control(data)
-                if result is not None:
-                    await result
+            if key is CONTROL:
+                self._controls += 1
+                self._no_control.clear()
+                try:
+                    result = self.on_control(data)
+                    if result is not None:
+                        await result
+                finally:
+                    self._controls -= 1
+                    if not self._controls:
+                        self._no_control.set()
             else:
+                if not self._no_control.is_set():
+                    await self._no_control.wait()
                 self.on_message(data, key)  # type: ignore[arg-type]
         except Exception:
             self.counters.bus_events["invalid"] += 1
@@ -461,6 +543,11 @@ class ShardedSubscriber:
             event.clear()
 
     async def close(self) -> None:
+        tasks = [*self._tasks, *([self._refreshing] if self._refreshing else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._attaching.clear()
         self._histories.clear()
         self._up.clear()
         nodes, self._nodes = list(self._nodes.values()), {}

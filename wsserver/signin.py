@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from websockets.exceptions import ConnectionClosed
 
@@ -42,6 +42,21 @@ __all__ = ["SignIn"]
 logger = logging.getLogger("wsserver.server")
 
 
+class Subscriptions(Protocol):
+    """On a Redis Cluster: the partitions a connection needs (wsserver.server)."""
+
+    async def wait(self, principal: Principal) -> None:
+        """Hold the principal's partitions and wait until they are subscribed
+        (holding nothing if it raises)."""
+
+    def release(self, principal: Principal) -> None:
+        """Stop holding them (once registered, or refused)."""
+
+
+class SubscriptionsUnavailable(Exception):
+    """The partitions a user follows could not be subscribed to in time."""
+
+
 class SignIn:
     """Read, authenticate and confirm each connection's token; register it."""
 
@@ -56,13 +71,13 @@ class SignIn:
         max_connections_per_user: int,
         max_connection_age: float | None,
         on_registered: Callable[[], None],
-        subscribed: Callable[[Principal], Awaitable[None]] | None = None,
+        subscriptions: Subscriptions | None = None,
     ) -> None:
         self.authentications = authentications
         # On a Redis Cluster: wait until the partitions the user follows are
         # subscribed to, so that nothing published after the registration
         # is missed.
-        self.subscribed = subscribed
+        self.subscriptions = subscriptions
         self.rechecks = rechecks
         self.delivery = delivery
         self.counters = counters
@@ -83,6 +98,20 @@ class SignIn:
         if authenticated is None:
             return None
         principal, last_event_id, read = authenticated
+        try:
+            return self._register(connection, principal, last_event_id, read)
+        finally:
+            if self.subscriptions is not None:
+                # Registered, the connection counts in the partitions itself.
+                self.subscriptions.release(authenticated[0])
+
+    def _register(
+        self,
+        connection: SidecarConnection,
+        principal: Principal,
+        last_event_id: str | None,
+        read: int,
+    ) -> tuple[Principal, str | None] | None:
         if not connection.is_open:  # closed during authentication
             return None
         user_connections = self.delivery.router.connections_of(principal.user_id)
@@ -95,22 +124,6 @@ class SignIn:
             )
             self.refuse(connection, "limited", TOO_MANY_CONNECTIONS)
             return None
-        if self.subscribed is not None:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    await self.subscribed(principal)
-            except TimeoutError:
-                logger.warning(
-                    "Connection %s told to retry: its Redis Cluster partitions "
-                    "are not subscribed to (Redis unreachable?)",
-                    connection.id,
-                )
-                self.refuse(connection, "unavailable", TRY_AGAIN_LATER)
-                return None
-            if not connection.is_open:
-                return None
-            # Nothing yields from here to the registration, which counts the
-            # partitions in: the subscriptions cannot end in between.
         self.counters.authentications["success"] += 1
         self.delivery.register(connection, principal)
         self.rechecks.registered(principal.user_id, read)
@@ -153,13 +166,32 @@ class SignIn:
             return None
         del token
         since, read = self.rechecks.start_read()
+        held: Principal | None = None  # its partitions, until registered
         try:
             async with asyncio.timeout_at(deadline):
                 result = await self.authentications.call(hello.token)
                 why = _why(result)
                 principal = None if why else result
+                if principal is not None and self.subscriptions is not None:
+                    # Before the confirmation, which rereads the user if a
+                    # change of access went by meanwhile (the connection is
+                    # not registered yet: rechecks do not see it).
+                    await self._subscribe(connection, principal, deadline)
+                    held = principal
                 principal, read = await self.rechecks.confirm(principal, since, read)
+                if held is not None and principal is not held:
+                    assert self.subscriptions is not None
+                    self.subscriptions.release(held)
+                    held = None
+                    if principal is not None:  # reloaded: its partitions
+                        await self._subscribe(connection, principal, deadline)
+                        held = principal
+        except SubscriptionsUnavailable:
+            self._release(held)
+            self.refuse(connection, "unavailable", TRY_AGAIN_LATER)
+            return None
         except (DatabaseUnavailable, TimeoutError) as exc:
+            self._release(held)
             logger.warning(
                 "Database unavailable, connection %s told to retry: %s",
                 connection.id,
@@ -167,7 +199,10 @@ class SignIn:
             )
             self.refuse(connection, "unavailable", TRY_AGAIN_LATER)
             return None
-        except Exception:
+        except BaseException as exc:
+            self._release(held)
+            if not isinstance(exc, Exception):
+                raise
             logger.exception("Authentication crashed for connection %s", connection.id)
             self.refuse(connection, "failure", AUTHENTICATION_FAILED)
             return None
@@ -183,6 +218,28 @@ class SignIn:
             self.refuse(connection, "failure", AUTHENTICATION_FAILED)
             return None
         return principal, hello.last_event_id, read
+
+    def _release(self, held: Principal | None) -> None:
+        if held is not None and self.subscriptions is not None:
+            self.subscriptions.release(held)
+
+    async def _subscribe(
+        self, connection: SidecarConnection, principal: Principal, deadline: float
+    ) -> None:
+        """Wait until the Redis Cluster partitions the user follows are
+        subscribed to, and hold them until :meth:`Subscriptions.release`;
+        raise SubscriptionsUnavailable if they are not in time."""
+        assert self.subscriptions is not None
+        try:
+            async with asyncio.timeout_at(deadline - 0.01):
+                await self.subscriptions.wait(principal)
+        except TimeoutError:
+            logger.warning(
+                "Connection %s told to retry: its Redis Cluster partitions "
+                "are not subscribed to (Redis unreachable?)",
+                connection.id,
+            )
+            raise SubscriptionsUnavailable from None
 
     def refuse(
         self, connection: SidecarConnection, result: str, close: tuple[int, str]

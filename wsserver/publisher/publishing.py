@@ -234,27 +234,40 @@ def _send_sharded(
 ) -> None:
     """On a Redis Cluster: each event on each partition of its audience (see
     wsserver.partitions), with its history, by one script per partition."""
+    failures: list[Exception] = []
+    sent = 0
     for message, payload in payloads:
         for partition, audience in _copies(message):
             sharded = channel_of(channel, partition)
-            if history_size > 0:
-                _script(
-                    keys=[history_key_of(channel, partition)],
-                    args=[
-                        payload,
-                        history_size,
-                        sharded,
-                        _content_type(message),
-                        audience,
-                        f"{partition}:",
-                        "sharded",
-                    ],
-                    client=redis_client,
-                )
-            elif audience:
-                redis_client.spublish(sharded, addressed(audience, payload))
+            try:
+                if history_size > 0:
+                    _script(
+                        keys=[history_key_of(channel, partition)],
+                        args=[
+                            payload,
+                            history_size,
+                            sharded,
+                            _content_type(message),
+                            audience,
+                            f"{partition}:",
+                            "sharded",
+                        ],
+                        client=redis_client,
+                    )
+                elif audience:
+                    redis_client.spublish(sharded, addressed(audience, payload))
+                else:
+                    redis_client.spublish(sharded, payload)
+            except (redis.RedisError, RedisClusterException) as exc:
+                # The other partitions' copies still go: their users get it.
+                failures.append(exc)
             else:
-                redis_client.spublish(sharded, payload)
+                sent += 1
+    if failures:
+        raise redis.RedisError(
+            f"{len(failures)} of {len(failures) + sent} partition copies not "
+            f"published (their users missed the event): {failures[0]}"
+        )
 
 
 def _copies(message: Outgoing) -> list[tuple[int, str]]:
