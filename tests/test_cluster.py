@@ -12,6 +12,7 @@ received is compared as a sorted list.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -101,6 +102,18 @@ def everyone(ids) -> str:
     return repr(sorted(ids["users"].values()))
 
 
+async def connected(sidecar: SidecarProcess, token: str):
+    """A connection, once the sidecar decided on its token; its first
+    message, the cursor of the partitions its user follows, is kept as
+    ``websocket.cursor``."""
+    websocket = await sidecar.connect(token)
+    message = await receive_event(websocket)
+    assert message["type"] == "cursor", message
+    parse_cursor(message["cursor"])
+    websocket.cursor = message["cursor"]
+    return websocket
+
+
 def routed(sidecar: SidecarProcess) -> int:
     return sidecar._metric('wsserver_bus_events_total{outcome="routed"}')
 
@@ -133,11 +146,11 @@ def test_partitions_spread_evenly_over_the_masters(cluster):
 async def test_every_audience_reaches_exactly_its_users(site, ids, sidecars):
     first, second = sidecars
     clients = {
-        "admin": await first.connect(site.token("admin")),
-        "alice": await first.connect(site.token("alice")),
-        "bob": await second.connect(site.token("bob")),
-        "dave": await second.connect(site.token("dave")),
-        "alice2": await second.connect(site.token("alice")),
+        "admin": await connected(first, site.token("admin")),
+        "alice": await connected(first, site.token("alice")),
+        "bob": await connected(second, site.token("bob")),
+        "dave": await connected(second, site.token("dave")),
+        "alice2": await connected(second, site.token("alice")),
     }
     try:
         shell(
@@ -215,7 +228,7 @@ async def test_a_sidecar_receives_only_what_its_connections_need(
     first, second = sidecars
     await first.until_connections(0)
     await second.until_connections(0)
-    alice = await first.connect(site.token("alice"))
+    alice = await connected(first, site.token("alice"))
     # Someone whose partition no connection of the first sidecar follows.
     alice_partitions = {
         partitions.partition_of(user=ids["users"]["alice"]),
@@ -230,7 +243,7 @@ async def test_a_sidecar_receives_only_what_its_connections_need(
     partition = partitions.partition_of(user=ids["users"][other])
     channel = partitions.channel_of(site.env["WSSERVER_CHANNEL"], partition)
     assert shard_subscribers(cluster, channel) == 0
-    websocket = await second.connect(site.token(other))
+    websocket = await connected(second, site.token(other))
     assert shard_subscribers(cluster, channel) == 1  # the second sidecar only
     before = routed(first), routed(second)
     shell(
@@ -267,34 +280,41 @@ async def test_a_sidecar_with_no_connection_receives_nothing(site, ids, sidecars
     assert routed(first) == before
 
 
-def cursor_of(ids: list[str]) -> str:
+def cursor_of(cursor: str, ids: list[str]) -> str:
     """What wsserver.js keeps: the last id of each partition, joined."""
     last: dict[str, str] = {}
-    for event_id in ids:
+    for event_id in [*cursor.split(","), *ids]:
         last[event_id.split(":", 1)[0]] = event_id
     return ",".join(last.values())
+
+
+async def cursor_message(websocket) -> str:
+    """The cursor a resume ends with."""
+    message = await receive_event(websocket)
+    assert message["type"] == "cursor", message
+    return message["cursor"]
 
 
 async def test_resume_on_another_sidecar_covers_every_partition(site, ids, sidecars):
     from clients import authenticate
 
     first, second = sidecars
-    alice = await first.connect(site.token("alice"))
+    alice = await connected(first, site.token("alice"))
     shell(
         site,
         f"publish('before.personal', None, users=[{ids['users']['alice']!r}])\n"
         "publish('before.permission', None, permissions=['catalog.view_article'])\n",
     )
     seen = [(await receive_event(alice))["id"] for _ in range(2)]
-    cursor = cursor_of(seen)
-    assert len(parse_cursor(cursor)) == 2  # two partitions
+    cursor = cursor_of(alice.cursor, seen)
+    assert len(parse_cursor(cursor)) >= 3  # her own, her permission's, her model's
     await alice.close()
     await first.until_connections(0)
     shell(
         site,
         f"publish('missed.personal', None, users=[{ids['users']['alice']!r}])\n"
         "publish('missed.permission', None, permissions=['catalog.view_article'])\n"
-        # A partition the cursor has no id of: found from the cursor's time.
+        # A partition she had received nothing from: in the cursor too.
         "publish('missed.model', None, models=['catalog.article'])\n"
         f"publish('not.for.alice', None, users=[{ids['users']['bob']!r}])\n"
         "publish('not.for.alice', None, permissions=['catalog.change_product'])\n",
@@ -309,19 +329,91 @@ async def test_resume_on_another_sidecar_covers_every_partition(site, ids, sidec
         "missed.permission",
         "missed.personal",
     ]
+    after_replay = await cursor_message(websocket)
     await assert_no_event(websocket)
     # Then live events, and a resume from the newer cursor replays nothing.
     shell(site, f"publish('live', None, users=[{ids['users']['alice']!r}])\n")
     live = await receive_event(websocket)
     assert live["event"] == "live"
-    cursor = cursor_of([*seen, *(m["id"] for m in replayed), live["id"]])
+    cursor = cursor_of(cursor, [*(m["id"] for m in replayed)])
+    cursor = cursor_of(cursor, [*after_replay.split(","), live["id"]])
     await websocket.close()
     again = await authenticate(
         first.url,
         json.dumps({"token": site.token("alice"), "last_event_id": cursor}),
     )
+    await cursor_message(again)
     await assert_no_event(again)
     await again.close()
+
+
+async def test_group_membership_changes_apply_to_the_next_event(site, ids, sidecars):
+    # Bob's new group is on a partition his sidecar did not follow: it
+    # subscribes, and sends what the group got since the change.
+    first, second = sidecars
+    bob = await connected(first, site.token("bob"))
+    dave = await connected(second, site.token("dave"))
+    try:
+        shell(
+            site,
+            "from django.contrib.auth import get_user_model\n"
+            "from django.contrib.auth.models import Group\n"
+            "User = get_user_model()\n"
+            "group = Group.objects.get(name='product-editors')\n"
+            "group.user_set.add(User.objects.get(username='bob'))\n"
+            "group.user_set.remove(User.objects.get(username='dave'))\n"
+            "publish('group.news', None, groups=[group])\n"
+            f"publish('sentinel', None, users={everyone(ids)})\n",
+        )
+        received = {}
+        for name, websocket in (("bob", bob), ("dave", dave)):
+            names = []
+            while (message := await receive_event(websocket, 10))[
+                "event"
+            ] != "sentinel":
+                names.append(message["event"])
+            with contextlib.suppress(TimeoutError):
+                names.append((await receive_event(websocket, 0.5))["event"])
+            received[name] = names
+        assert received == {"bob": ["group.news"], "dave": []}
+    finally:
+        shell(
+            site,
+            "from django.contrib.auth import get_user_model\n"
+            "from django.contrib.auth.models import Group\n"
+            "User = get_user_model()\n"
+            "group = Group.objects.get(name='product-editors')\n"
+            "group.user_set.remove(User.objects.get(username='bob'))\n"
+            "group.user_set.add(User.objects.get(username='dave'))\n",
+        )
+        await bob.close()
+        await dave.close()
+
+
+async def test_a_resume_sends_an_event_of_several_partitions_once(site, ids, sidecars):
+    from clients import authenticate
+
+    first, second = sidecars
+    group = partitions.partition_of(group=ids["group"])
+    permission = partitions.partition_of(permission="catalog.change_product")
+    assert group != permission  # two copies, both followed by dave
+    dave = await connected(first, site.token("dave"))
+    shell(site, f"publish('before', None, users=[{ids['users']['dave']!r}])\n")
+    cursor = cursor_of(dave.cursor, [(await receive_event(dave))["id"]])
+    await dave.close()
+    shell(
+        site,
+        "publish('missed.once', None, groups=['product-editors'],"
+        " permissions=['catalog.change_product'])\n",
+    )
+    websocket = await authenticate(
+        second.url,
+        json.dumps({"token": site.token("dave"), "last_event_id": cursor}),
+    )
+    assert (await receive_event(websocket))["event"] == "missed.once"
+    await cursor_message(websocket)
+    await assert_no_event(websocket)
+    await websocket.close()
 
 
 async def test_a_resume_from_an_id_of_one_redis_reports_a_gap(site, sidecars):
@@ -391,10 +483,10 @@ async def publish_through(site, ids, sidecars, change) -> dict:
     began. Return what each client got."""
     first, second = sidecars
     clients = {
-        "alice@1": await first.connect(site.token("alice")),
-        "bob@1": await first.connect(site.token("bob")),
-        "alice@2": await second.connect(site.token("alice")),
-        "bob@2": await second.connect(site.token("bob")),
+        "alice@1": await connected(first, site.token("alice")),
+        "bob@1": await connected(first, site.token("bob")),
+        "alice@2": await connected(second, site.token("alice")),
+        "bob@2": await connected(second, site.token("bob")),
     }
     users = [ids["users"]["alice"], ids["users"]["bob"]]
     count, interval = 400, 0.02
@@ -437,7 +529,7 @@ async def test_a_lost_subscription_is_backfilled_from_the_stream(
     cluster, site, ids, sidecars
 ):
     _, second = sidecars
-    bob = await second.connect(site.token("bob"))
+    bob = await connected(second, site.token("bob"))
     channel = site.env["WSSERVER_CHANNEL"]
     partition = partitions.partition_of(user=ids["users"]["bob"])
     slot = partitions.slot_of(partition)

@@ -266,6 +266,17 @@ class ClusterHistory:
     ) -> None:
         self.history = history
         self.partitions = partitions
+        # Stream reads at once, for every resume of the process: a
+        # superuser's reads 257 streams, and the pool per node is bounded.
+        self._reads = asyncio.Semaphore(32)
+
+    async def _plan(
+        self, partition: Partition, position: Position, exact: bool
+    ) -> Replay:
+        async with self._reads:
+            return await self.history(partition).plan(
+                f"{position[0]}-{position[1]}", exact=exact
+            )
 
     async def plan(
         self, last_event_id: str, principal: Principal | None = None
@@ -279,9 +290,7 @@ class ClusterHistory:
         starts = cursor_starts(cursor, self.partitions(principal))
         replays = await asyncio.gather(
             *(
-                self.history(partition).plan(
-                    f"{position[0]}-{position[1]}", exact=exact
-                )
+                self._plan(partition, position, exact)
                 for partition, (position, exact) in starts.items()
             )
         )

@@ -22,7 +22,13 @@ from .closes import CLIENT_TOO_SLOW, TRY_AGAIN_LATER
 from .connection import SidecarConnection
 from .delivery import Delivery
 from .fanout import Fanout
-from .history import ClusterHistory, History, HistoryUnavailable, Replay
+from .history import (
+    ClusterHistory,
+    ClusterReplay,
+    History,
+    HistoryUnavailable,
+    Replay,
+)
 from .limits import Slots
 from .resume import Positions
 
@@ -112,6 +118,18 @@ class Resuming:
             ]
             if not await self._send(connection, missed):
                 break
+        else:
+            if isinstance(replay, ClusterReplay) and replay.parts:
+                # Where the replay leaves the client in each partition, before
+                # the live events: its cursor is exact in every one of them.
+                cursor = ",".join(
+                    f"{partition}:{part.until}"
+                    for partition, part in sorted(
+                        replay.parts.items(), key=lambda item: str(item[0])
+                    )
+                )
+                message = {"type": "cursor", "cursor": cursor}
+                self.fanout.write(connection, [json.dumps(message).encode()])
         return replay.position
 
     async def _send(

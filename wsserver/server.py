@@ -223,6 +223,20 @@ class Sidecar:
             if interest is None or stream in interest.partitions(principal):
                 self.fanout.write(connection, [gap])
 
+    def _send_cursor(self, connection: SidecarConnection, principal: Principal) -> None:
+        """On a Redis Cluster, tell a new connection where it starts in each
+        partition it follows (see wsserver.cursors), so that a resume is
+        exact in partitions it will have received nothing from."""
+        assert self.interest is not None
+        positions = []
+        for partition in sorted(self.interest.partitions(principal), key=str):
+            position = self.catchup.position(partition)
+            if position is not None:
+                positions.append(f"{partition}:{position[0]}-{position[1]}")
+        if positions:
+            message = {"type": "cursor", "cursor": ",".join(positions)}
+            self.fanout.write(connection, [json.dumps(message).encode()])
+
     async def wait(self, principal: Principal) -> None:
         """Hold the partitions a principal follows, and return once they are
         subscribed to (see SignIn; holding nothing if it raises)."""
@@ -267,6 +281,8 @@ class Sidecar:
             if last_event_id is not None:
                 await self.resume(connection, principal.user_id, last_event_id)
                 del last_event_id
+            elif self.interest is not None:
+                self._send_cursor(connection, principal)
             # What clients send after their first message is dropped as it
             # arrives (see SidecarConnection): wait for the end.
             await connection.wait_closed()

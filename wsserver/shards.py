@@ -50,12 +50,19 @@ logger = logging.getLogger("wsserver.bus")
 # The control channel's key among the subscriptions (beside partitions).
 CONTROL = None
 Key = Partition | None
+# The first byte of a control message's copy on a partition (an event's is
+# "@" or "{").
+CONTROL_MARK = b"!"
 SUBSCRIBE_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 2.0
 # How often subscriptions are reconciled when nothing asks for it.
 RECONCILE_INTERVAL = 1.0
 # Partitions attached at once (each takes a few round trips).
 ATTACHING = 32
+# Seconds before a partition was wanted from which its events are sent: a
+# user granted access gets what the partition had since the grant (the
+# recheck that applies it takes milliseconds).
+GRANT_MARGIN = 0.25
 
 
 class _Lost(Exception):
@@ -230,6 +237,9 @@ class ShardedSubscriber:
         self._controls = 0
         self._no_control = asyncio.Event()
         self._no_control.set()
+        # Control messages by id: being applied, and applied (the latest).
+        self._pending_controls: dict[bytes, asyncio.Future[None]] = {}
+        self._done_controls: dict[bytes, None] = {}
         interest.on_change = self._wake.set
 
     # What the server asks
@@ -435,11 +445,11 @@ class ShardedSubscriber:
             return
         history = self.history(key)
         # Followed from when it was wanted (a connection's access changed:
-        # what the user may see since then is sent), less a second for the
-        # clocks, or from the stream's newest entry if later. Read before
-        # subscribing, so that what is published in between is read from
-        # the stream.
-        since = self._wanted_since.get(key, time.time()) - 1.0
+        # what the user may see since then is sent), less GRANT_MARGIN for
+        # the time the change took to reach here, or from the stream's newest
+        # entry if later. Read before subscribing, so that what is published
+        # in between is read from the stream.
+        since = self._wanted_since.get(key, time.time()) - GRANT_MARGIN
         await backfill.start(
             history, self.catchup, key, since=(max(int(since * 1000), 0), 0)
         )
@@ -487,17 +497,10 @@ class ShardedSubscriber:
 
     async def _received(self, key: Key, data: bytes) -> None:
         try:
-            if key is CONTROL:
-                self._controls += 1
-                self._no_control.clear()
-                try:
-                    result = self.on_control(data)
-                    if result is not None:
-                        await result
-                finally:
-                    self._controls -= 1
-                    if not self._controls:
-                        self._no_control.set()
+            if data[:1] == CONTROL_MARK:
+                await self._control(data)
+            elif key is CONTROL:
+                await self._control(b"!\n" + data)  # from an older publisher
             else:
                 if not self._no_control.is_set():
                     await self._no_control.wait()
@@ -505,6 +508,39 @@ class ShardedSubscriber:
         except Exception:
             self.counters.bus_events["invalid"] += 1
             logger.exception("Skipped a message on %r: %.100r", key, data)
+
+    async def _control(self, data: bytes) -> None:
+        """A control message, ``!<id>\n<message>``: its copies come on every
+        partition it concerns; the first starts the recheck, and each holds
+        its node's events until the recheck is done (events on other nodes
+        wait for it too)."""
+        header, _, message = data.partition(b"\n")
+        control_id = header[1:]
+        task = self._pending_controls.get(control_id) if control_id else None
+        if task is None:
+            if control_id and control_id in self._done_controls:
+                return
+            task = asyncio.ensure_future(self._apply_control(control_id, message))
+            if control_id:
+                self._pending_controls[control_id] = task
+        await asyncio.shield(task)
+
+    async def _apply_control(self, control_id: bytes, message: bytes) -> None:
+        self._controls += 1
+        self._no_control.clear()
+        try:
+            result = self.on_control(message)
+            if result is not None:
+                await result
+        finally:
+            self._controls -= 1
+            if not self._controls:
+                self._no_control.set()
+            if control_id:
+                self._pending_controls.pop(control_id, None)
+                self._done_controls[control_id] = None
+                if len(self._done_controls) > 10_000:
+                    del self._done_controls[next(iter(self._done_controls))]
 
     def _lost(self, node: _Node, keys: list[Key], why: str) -> None:
         lost = [key for key in keys if self._up.get(key) == node.name]

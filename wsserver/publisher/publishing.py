@@ -36,7 +36,13 @@ from ..audience import (
     parse_audience,
 )
 from ..logs import mask_url
-from ..partitions import channel_of, copies, history_key_of, partition_of
+from ..partitions import (
+    PARTITIONS,
+    channel_of,
+    copies,
+    history_key_of,
+    partition_of,
+)
 from ..redistarget import RedisTarget, mode_problem, parse_redis, server_mode
 from ..wire import PUBLISH_WITH_HISTORY, addressed, control_channel, history_key
 from . import conf
@@ -290,17 +296,38 @@ def publish_control_on_commit(message: dict, using: str | None = None) -> None:
 
 
 def publish_control(payload: str) -> bool:
-    """Send a control message now; a Redis failure is logged and returns False."""
+    """Send a control message now; a Redis failure is logged and returns False.
+
+    On a Redis Cluster it goes to the control channel and to every partition
+    whose events it may concern (every shared one, and the users' own), each
+    copy ``!<id>\n<message>``: a sidecar receives it on each node before the
+    events published after it there, and applies it once, before them.
+    """
     channel = control_channel(conf.channel())
     try:
         if _cluster():
-            client().spublish(channel, payload)
+            message = f"!{uuid.uuid4().hex}\n{payload}"
+            with client().pipeline() as pipeline:
+                for target in _control_channels(conf.channel(), payload):
+                    pipeline.spublish(target, message)
+                pipeline.execute()
         else:
             client().publish(channel, payload)
     except (redis.RedisError, RedisClusterException, ImproperlyConfigured) as exc:
         _log_failure("an access change", channel, exc)
         return False
     return True
+
+
+def _control_channels(channel: str, payload: str) -> list[str]:
+    """Where a control message goes on a Redis Cluster."""
+    channels = [control_channel(channel)]
+    channels += [channel_of(channel, partition) for partition in range(PARTITIONS)]
+    user_ids = json.loads(payload).get("user_ids") or []
+    channels += sorted(
+        {channel_of(channel, partition_of(user=str(user))) for user in user_ids}
+    )
+    return channels
 
 
 def _log_failure(what: str, channel: str, exc: Exception) -> None:

@@ -29,7 +29,8 @@
  *   }
  *
  * Protocol messages have a "type" field and never reach onEvent: a
- * "resume_gap" goes to onGap, any other type is ignored. Every event's "id"
+ * "resume_gap" goes to onGap, a "cursor" (on a Redis Cluster) updates the
+ * position, any other type is ignored. Every event's "id"
  * (there is none when the site keeps no history) is the position it resumes
  * from, whatever its shape. On a Redis Cluster an id names its partition
  * ("17:1795571796178-1") and the position is a cursor: the last id of each
@@ -133,6 +134,12 @@ export function connect({
       if (typeof message.type === "string") {
         // A protocol message, never an event.
         if (message.type === "resume_gap") onGap(message);
+        // A Redis Cluster's positions in the partitions this user follows.
+        if (message.type === "cursor" && typeof message.cursor === "string") {
+          for (const id of message.cursor.split(",")) {
+            if (id) lastEventId = nextPosition(lastEventId, id);
+          }
+        }
         return;
       }
       // An app event ("event", "data") or an admin/model-change event
