@@ -22,7 +22,7 @@ STACKS=(py3.11-django5.2 py3.13-django6.1)
 
 # Not run on the other stacks: slow tests of the sidecar's own I/O under
 # faults (outages of throwaway servers, stalled clients, the publisher's
-# failure modes) and the benchmark's; tests/test_cross_versions.py runs the
+# failure modes, a Redis Cluster's failovers and moves) and the benchmark's; tests/test_cross_versions.py runs the
 # two stacks against each other from the primary stack's run already.
 FAULT_MODULES=(
     tests/test_hardening.py
@@ -30,6 +30,7 @@ FAULT_MODULES=(
     tests/test_publisher_faults.py
     tests/test_bench.py
     tests/test_cross_versions.py
+    tests/test_cluster.py
 )
 
 selected=()
