@@ -416,6 +416,28 @@ async def test_a_resume_sends_an_event_of_several_partitions_once(site, ids, sid
     await websocket.close()
 
 
+async def test_a_resume_from_a_fresh_cursor_is_no_gap(site, sidecars):
+    # A superuser follows all 256 shared partitions, most with no stream
+    # yet ("p:0-0" in the cursor): resuming from it reloads nothing.
+    from clients import authenticate
+
+    first, second = sidecars
+    admin = await connected(first, site.token("admin"))
+    assert ":0-0" in admin.cursor
+    assert len(parse_cursor(admin.cursor)) == 257
+    await admin.close()
+    websocket = await authenticate(
+        second.url,
+        json.dumps({"token": site.token("admin"), "last_event_id": admin.cursor}),
+    )
+    # Nothing to replay, no gap: at most a cursor.
+    with contextlib.suppress(TimeoutError):
+        while True:
+            message = await receive_event(websocket, 0.5)
+            assert message["type"] == "cursor", message
+    await websocket.close()
+
+
 async def test_a_resume_from_an_id_of_one_redis_reports_a_gap(site, sidecars):
     from clients import authenticate
 

@@ -8,6 +8,7 @@ from wsserver.cursors import (
     CLOCK_MARGIN,
     MAX_CURSOR_LENGTH,
     InvalidCursor,
+    cursor_since,
     cursor_starts,
     parse_cursor,
 )
@@ -40,17 +41,17 @@ def test_the_longest_cursor_is_256_ids():
 
 def test_partitions_without_an_id_resume_from_the_newest_time_less_a_margin():
     newest = 100_000
-    starts = cursor_starts(
-        {3: (newest - 1000, 2), 17: (newest, 0), 8: (newest - 60_000, 0)},
-        frozenset({3, 17, 40, 8}),
-    )
-    since = ((newest - CLOCK_MARGIN, 0), False)
+    cursor = {3: (newest - 1000, 2), 17: (newest, 0), 8: (newest - 60_000, 0)}
+    starts = cursor_starts(cursor, frozenset({3, 17, 40, 8}))
+    since = (newest - CLOCK_MARGIN, 0)
+    assert cursor_since(cursor) == since
     assert starts == {
         3: ((newest - 1000, 2), True),
         17: ((newest, 0), True),
-        40: since,
-        # Older than the margin: what it has since was not for the client.
-        8: since,
+        40: (since, False),
+        # Old, but exact while the stream has it (ClusterHistory falls back
+        # to the cursor's time when it no longer does).
+        8: ((newest - 60_000, 0), True),
     }
     # Partitions no longer followed are not resumed.
     assert set(cursor_starts({3: (1, 0)}, frozenset({5}))) == {5}

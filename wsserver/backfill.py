@@ -8,7 +8,7 @@ The I/O half of catching up, shared by the one-channel subscriber
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 
 from .catchup import Catchup
 from .counters import Counters
@@ -41,9 +41,12 @@ async def catch_up(
     send: Callable[[Hashable, list[Entry]], None],
     on_gap: Callable[[Hashable, str], None],
     counters: Counters,
+    before_send: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Once subscribed: send what the stream has after the last event passed
-    on, or report a gap if it no longer reaches back that far."""
+    on, or report a gap if it no longer reaches back that far.
+    ``before_send``: awaited before each chunk (access changes under way are
+    applied first)."""
     position = catchup.position(stream)
     assert position is not None
     gap, replay, rewound = await history.after(position)
@@ -66,6 +69,8 @@ async def catch_up(
         catchup.jump(stream, await history.newest())
     else:
         async for entries in history.entries(replay):
+            if before_send is not None:
+                await before_send()
             counters.bus_backfilled += len(entries)
             send(stream, entries)
 

@@ -159,15 +159,16 @@ class Subscriber:
                     message = await pubsub.get_message(timeout=READ_TIMEOUT)
                     if message is not None and message["type"] == "subscribe":
                         pending.discard(message["channel"])
+            if self._reconnecting and self.on_subscribed is not None:
+                # Before any message, missed ones included: what was missed
+                # may have revoked access.
+                await self._call(self.on_subscribed)
             if self.catchup is not None:
                 # Subscribed: what is published from now on arrives live,
                 # and what came before is in the history.
                 await self.catchup.backfill()
             self._set_subscribed(True)
             self._had_subscription = True
-            if self._reconnecting and self.on_subscribed is not None:
-                # Before any message: what was missed may have revoked access.
-                await self._call(self.on_subscribed)
             (logger.warning if self._reconnecting else logger.info)(
                 "Subscribed to channel %r on Redis at %s",
                 self.channel,

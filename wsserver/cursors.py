@@ -13,7 +13,9 @@ of the cursor (less :data:`CLOCK_MARGIN` for the masters' clocks, which stamp
 the ids; events it may see before then would be in the cursor). For the same
 reason a partition whose last id is older than that is resumed from there: a
 client connected until its newest event has every event before it that it
-may see, so entries trimmed before then make no gap.
+may see, so entries trimmed before then make no gap (but an entry still in
+the stream is resumed from exactly: events of a partition that was catching
+up may be older than that time).
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from __future__ import annotations
 from .events import event_id_key, split_event_id
 from .partitions import Partition
 
-__all__ = ["CLOCK_MARGIN", "MAX_CURSOR_LENGTH", "cursor_starts", "parse_cursor"]
+__all__ = [
+    "CLOCK_MARGIN",
+    "MAX_CURSOR_LENGTH",
+    "cursor_since",
+    "cursor_starts",
+    "parse_cursor",
+]
 
 Position = tuple[int, int]
 
@@ -55,19 +63,22 @@ def parse_cursor(text: str) -> dict[Partition, Position]:
     return positions
 
 
+def cursor_since(cursor: dict[Partition, Position]) -> Position:
+    """The cursor's newest event less CLOCK_MARGIN: the client has every
+    event before then that it may see (see the module's docstring)."""
+    newest = max(milliseconds for milliseconds, _ in cursor.values())
+    return (max(newest - CLOCK_MARGIN, 0), 0)
+
+
 def cursor_starts(
     cursor: dict[Partition, Position], partitions: frozenset[Partition]
 ) -> dict[Partition, tuple[Position, bool]]:
     """Where to resume each followed partition: (position, exact). Exact: the
-    id of the last event received; else the time before which the client
-    would have received what it may see (see the module's docstring)."""
-    newest = max(milliseconds for milliseconds, _ in cursor.values())
-    since = (max(newest - CLOCK_MARGIN, 0), 0)
-    starts = {}
-    for partition in partitions:
-        position = cursor.get(partition)
-        if position is not None and position >= since:
-            starts[partition] = (position, True)
-        else:
-            starts[partition] = (since, False)
-    return starts
+    id of the last event received, or of the start; else the cursor's time
+    (:func:`cursor_since`). An exact position the stream no longer reaches
+    that is older than that time is resumed from that time instead."""
+    since = cursor_since(cursor)
+    return {
+        partition: (cursor[partition], True) if partition in cursor else (since, False)
+        for partition in partitions
+    }

@@ -22,7 +22,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from .audience import Audience, InvalidAudience, parse_audience
-from .cursors import InvalidCursor, cursor_starts, parse_cursor
+from .cursors import InvalidCursor, cursor_since, cursor_starts, parse_cursor
 from .events import (
     InvalidEvent,
     content_type_audience,
@@ -160,10 +160,13 @@ class History:
             # A Redis Cluster's cursor, or id: no position in this stream.
             return Replay(last_event_id, None, gap=True)
         try:
+            # (0, 0): the stream was empty when the client began to follow
+            # it (a cluster's cursor message): everything in it is new.
+            start = last == (0, 0)
             try:
                 info = await self._client.xinfo_stream(self.key)
             except ResponseError:  # no such key: no history at all
-                return Replay(last_event_id, None, gap=exact)
+                return Replay(last_event_id, None, gap=exact and not start)
             newest = _text(info.get("last-generated-id") or b"0-0")
             newest_key = event_id_key(newest)
             if newest_key is None or last > newest_key:
@@ -271,12 +274,16 @@ class ClusterHistory:
         self._reads = asyncio.Semaphore(32)
 
     async def _plan(
-        self, partition: Partition, position: Position, exact: bool
+        self, partition: Partition, position: Position, exact: bool, since: Position
     ) -> Replay:
         async with self._reads:
-            return await self.history(partition).plan(
-                f"{position[0]}-{position[1]}", exact=exact
-            )
+            history = self.history(partition)
+            replay = await history.plan(f"{position[0]}-{position[1]}", exact=exact)
+            if replay.gap and exact and position < since:
+                # Trimmed, but before the cursor's time: nothing the client
+                # may see is gone (see wsserver.cursors).
+                replay = await history.plan(f"{since[0]}-{since[1]}", exact=False)
+            return replay
 
     async def plan(
         self, last_event_id: str, principal: Principal | None = None
@@ -288,9 +295,10 @@ class ClusterHistory:
         except InvalidCursor:  # an id from one Redis: no position here
             return ClusterReplay(last_event_id, {}, gap=True)
         starts = cursor_starts(cursor, self.partitions(principal))
+        since = cursor_since(cursor)
         replays = await asyncio.gather(
             *(
-                self._plan(partition, position, exact)
+                self._plan(partition, position, exact, since)
                 for partition, (position, exact) in starts.items()
             )
         )

@@ -253,6 +253,9 @@ class Interest:
         self._counts: dict[Partition, int] = {}
         self._followed: dict[Principal, frozenset[Partition]] = {}
         self.on_change: Callable[[], None] | None = None
+        # What changed since take_changes() last said.
+        self._added: set[Partition] = set()
+        self._removed: set[Partition] = set()
 
     @property
     def wanted(self) -> frozenset[Partition]:
@@ -285,6 +288,8 @@ class Interest:
                 counts[partition] += 1
             else:
                 counts[partition] = 1
+                self._added.add(partition)
+                self._removed.discard(partition)
                 self._changed()
 
     def unpin(self, partitions: Iterable[Partition]) -> None:
@@ -296,7 +301,18 @@ class Interest:
                 counts[partition] = count
             elif partition in counts:
                 del counts[partition]
+                self._removed.add(partition)
+                self._added.discard(partition)
                 self._changed()
+
+    def take_changes(self) -> tuple[set[Partition], set[Partition]]:
+        """The partitions wanted, and no longer wanted, since the last call."""
+        changes = self._added, self._removed
+        self._added, self._removed = set(), set()
+        return changes
+
+    def wants(self, partition: Partition) -> bool:
+        return partition in self._counts
 
     def _changed(self) -> None:
         if self.on_change is not None:

@@ -53,6 +53,7 @@ class Resuming:
         *,
         timeout: float,
         disconnect: Callable[[SidecarConnection, tuple[int, str]], None],
+        after_gap: Callable[[SidecarConnection], None] | None = None,
     ) -> None:
         self.delivery = delivery
         self.fanout = fanout
@@ -60,6 +61,7 @@ class Resuming:
         self.slots = slots
         self.timeout = timeout
         self.disconnect = disconnect
+        self.after_gap = after_gap
         self.write_size = min(REPLAY_WRITE_SIZE, delivery.max_buffer // 2)
 
     async def __call__(
@@ -109,6 +111,8 @@ class Resuming:
         if replay.gap:
             gap = {"type": "resume_gap", "last_event_id": last_event_id}
             self.fanout.write(connection, [json.dumps(gap).encode()])
+            if self.after_gap is not None:
+                self.after_gap(connection)  # a Redis Cluster's new cursor
             return None
         async for entries in self.history.entries(replay):  # type: ignore[arg-type]
             missed = [

@@ -146,6 +146,7 @@ class Sidecar:
             Slots(config.max_replays, config.max_replays_per_user),
             timeout=config.replay_timeout,
             disconnect=self.fanout.disconnect,
+            after_gap=None if self.interest is None else self._send_cursor_to,
         )
         authentications = Batcher(
             database,
@@ -222,6 +223,10 @@ class Sidecar:
         for connection, principal in list(self.router.items()):
             if interest is None or stream in interest.partitions(principal):
                 self.fanout.write(connection, [gap])
+
+    def _send_cursor_to(self, connection: SidecarConnection) -> None:
+        if connection in self.router:
+            self._send_cursor(connection, self.router.principal(connection))
 
     def _send_cursor(self, connection: SidecarConnection, principal: Principal) -> None:
         """On a Redis Cluster, tell a new connection where it starts in each

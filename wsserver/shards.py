@@ -34,6 +34,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
 
 from . import backfill
 from .bus import HEALTH_CHECK_INTERVAL, READ_TIMEOUT, backoff_delays
@@ -154,6 +155,12 @@ class _Node:
                         self._on_lost(self, [key], "the slot moved")
         except asyncio.CancelledError:
             raise
+        except ResponseError as exc:
+            # The answer to a subscription (MOVED: the slot is elsewhere):
+            # that one failed, the connection and its other channels did not.
+            self._refuse_oldest(exc)
+            if self._task is asyncio.current_task():
+                self._task = asyncio.create_task(self._read())
         except Exception as exc:
             self.dead = True
             for confirmed in self._confirmations.values():
@@ -163,6 +170,14 @@ class _Node:
             lost = list(self.channels.values())
             self.channels.clear()
             self._on_lost(self, lost, str(exc) or type(exc).__name__)
+
+    def _refuse_oldest(self, exc: Exception) -> None:
+        for channel, confirmed in list(self._confirmations.items()):
+            del self._confirmations[channel]
+            self.channels.pop(channel, None)
+            if not confirmed.done():
+                confirmed.set_exception(_Lost(f"subscribing refused: {exc}"))
+            return
 
     async def close(self) -> None:
         self.dead = True
@@ -219,6 +234,7 @@ class ShardedSubscriber:
         self._histories: dict[Partition, History] = {}
         self._wake = asyncio.Event()
         self._refresh = False
+        self._needs_full = True
         self._refreshing: asyncio.Task[None] | None = None
         self._control_was_up = False
         # Partitions being attached (by a task of their own), their backoff
@@ -231,12 +247,12 @@ class ShardedSubscriber:
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures = 0
         self._delays = backoff_delays()
-        # Held while a control message is handled: no partition's events go
-        # by until the access change is applied (they come on other nodes'
-        # connections, which the control channel's cannot hold).
-        self._controls = 0
-        self._no_control = asyncio.Event()
-        self._no_control.set()
+        # Incremented when the slot map is read again: owners are checked then.
+        self._map_version = 0
+        self._checked_version = -1
+        # The recheck of everyone after partitions came back, and when it began.
+        self._loss_recheck: asyncio.Future[None] | None = None
+        self._loss_recheck_at = 0.0
         # Control messages by id: being applied, and applied (the latest).
         self._pending_controls: dict[bytes, asyncio.Future[None]] = {}
         self._done_controls: dict[bytes, None] = {}
@@ -275,12 +291,20 @@ class ShardedSubscriber:
         of its own, and the slot map is read again meanwhile.
         """
         try:
+            last_full = 0.0
             while True:
                 self._wake.clear()
+                now = time.monotonic()
+                full = self._needs_full or now - last_full >= RECONCILE_INTERVAL
                 try:
-                    await self._reconcile()
+                    if full:
+                        self._needs_full = False
+                        await self._reconcile()
+                        last_full = now
+                    else:
+                        await self._reconcile_changes()
                 except Exception as exc:  # the cluster not reached yet
-                    self._refresh = True
+                    self._refresh = self._needs_full = True
                     self._log_failure(exc)
                     await asyncio.sleep(next(self._delays))
                     continue
@@ -289,6 +313,9 @@ class ShardedSubscriber:
                         await self._wake.wait()
                 except TimeoutError:
                     pass
+                # Changes that come together (a reconnection storm) are taken
+                # together.
+                await asyncio.sleep(0.01)
         finally:
             await self.close()
 
@@ -316,24 +343,54 @@ class ShardedSubscriber:
             assert self._cluster is not None
             await self._cluster.nodes_manager.initialize()
         except Exception as exc:
-            self._refresh = True
             self._log_failure(exc)
+            await asyncio.sleep(next(self._delays))
+            self._refresh = True
+        else:
+            self._delays = backoff_delays()
+            self._map_version += 1
         finally:
             self._refreshing = None
             self._wake.set()
 
+    async def _reconcile_changes(self) -> None:
+        """Attach the partitions newly wanted; a full pass drops the others."""
+        cluster = await self._client()
+        added, removed = self.interest.take_changes()
+        if removed:
+            self._needs_full = True
+            self._wake.set()
+        now = time.monotonic()
+        for key in added:
+            self._wanted_since.setdefault(key, time.time())
+            if (
+                key not in self._up
+                and key not in self._attaching
+                and self._retry_at.get(key, 0.0) <= now
+            ):
+                self._attaching[key] = ""
+                self._spawn(
+                    self._attach_task(cluster, key, channel_of(self.channel, key))
+                )
+
     async def _reconcile(self) -> None:
         cluster = await self._client()
+        self.interest.take_changes()
         wanted: dict[Key, str] = {CONTROL: self.control_channel}
         for partition in self.interest.wanted:
             wanted[partition] = channel_of(self.channel, partition)
         now = time.monotonic()
         for key in wanted:
             self._wanted_since.setdefault(key, time.time())
-        # Partitions no longer wanted, or whose slot has a new owner.
+        # Partitions no longer wanted, or whose slot has a new owner (checked
+        # when the slot map was read again).
+        check_owners = self._map_version != self._checked_version
+        self._checked_version = self._map_version
         for key, name in list(self._up.items()):
             node = self._nodes.get(name)
             if key in wanted and node is not None and not node.dead:
+                if not check_owners:
+                    continue
                 try:
                     owner = cluster.get_node_from_key(wanted[key])
                 except Exception:  # slot not covered: subscribe again later
@@ -349,12 +406,20 @@ class ShardedSubscriber:
                 if key not in wanted and key not in self._attaching:
                     self._spawn(self._unsubscribe(node, channel.decode()))
         # Forget what no connection needs any more.
-        for key in [*self.catchup.streams(), *self._ready, *self._histories]:
+        for key in {
+            *self.catchup.streams(),
+            *self._ready,
+            *self._histories,
+            *self._wanted_since,
+            *self._retry_at,
+            *self._backoff,
+        }:
             if key not in wanted and key not in self._up and key not in self._attaching:
                 self.catchup.forget(key)
                 self._histories.pop(key, None)
                 self._wanted_since.pop(key, None)
                 self._retry_at.pop(key, None)
+                self._backoff.pop(key, None)
                 event = self._ready.get(key)
                 if event is not None and not event.is_set():
                     del self._ready[key]
@@ -401,6 +466,7 @@ class ShardedSubscriber:
             self._backoff[key] = min(delay * 2, 5.0)
             self._retry_at[key] = time.monotonic() + delay * (0.5 + random.random() / 2)
             self._log_failure(exc)
+            self._needs_full = True
         else:
             self._backoff.pop(key, None)
             self._retry_at.pop(key, None)
@@ -409,13 +475,15 @@ class ShardedSubscriber:
                 self._failures = 0
         finally:
             self._attaching.pop(key, None)
-            self._wake.set()
 
     async def _attach(self, cluster: RedisCluster, key: Key, channel: str) -> None:
         owner = cluster.get_node_from_key(channel)
         self._attaching[key] = owner.name
         node = self._nodes.get(owner.name)
-        if node is None or node.dead:
+        if node is not None and node.dead:
+            self._spawn(node.close())
+            node = None
+        if node is None:
             node = self._nodes[owner.name] = _Node(
                 owner.name,
                 Redis(
@@ -444,6 +512,10 @@ class ShardedSubscriber:
             self._control_was_up = True
             return
         history = self.history(key)
+        # Followed before: its subscription was lost, and with it the
+        # control messages meanwhile. Access is read again (once for all the
+        # partitions lost together) before anything missed is sent.
+        lost = self.catchup.position(key) is not None
         # Followed from when it was wanted (a connection's access changed:
         # what the user may see since then is sent), less GRANT_MARGIN for
         # the time the change took to reach here, or from the stream's newest
@@ -455,6 +527,9 @@ class ShardedSubscriber:
         )
         self.catchup.hold(key)
         await node.subscribe(channel, key)
+        subscribed_at = time.monotonic()
+        if lost:
+            await self._recheck_after(subscribed_at)
         await backfill.catch_up(
             history,
             self.catchup,
@@ -462,6 +537,7 @@ class ShardedSubscriber:
             send=self.on_backfill,
             on_gap=self.on_gap,
             counters=self.counters,
+            before_send=self._controls_applied,
         )
         self.on_release(key)
         if node.dead or channel.encode() not in node.channels:
@@ -470,6 +546,31 @@ class ShardedSubscriber:
             self.catchup.hold(key)
             raise _Lost(f"the subscription to {owner.name} ended while catching up")
         self._set_up(key, owner.name)
+
+    async def _recheck_after(self, subscribed_at: float) -> None:
+        """Read everyone's access again, in a recheck started after
+        ``subscribed_at`` (one for every partition that came back with it)."""
+        if self.on_subscribed is None:
+            return
+        task = self._loss_recheck
+        if task is None or self._loss_recheck_at < subscribed_at:
+            self._loss_recheck_at = time.monotonic()
+            task = self._loss_recheck = asyncio.ensure_future(self._call_recheck())
+        await asyncio.shield(task)
+
+    async def _call_recheck(self) -> None:
+        assert self.on_subscribed is not None
+        result = self.on_subscribed()
+        if result is not None:
+            await result
+
+    async def _controls_applied(self) -> None:
+        """Wait for the access changes under way (see _control)."""
+        if self._pending_controls:
+            await asyncio.gather(
+                *(asyncio.shield(task) for task in self._pending_controls.values()),
+                return_exceptions=True,
+            )
 
     def _channel(self, key: Key) -> str:
         if key is CONTROL:
@@ -502,8 +603,6 @@ class ShardedSubscriber:
             elif key is CONTROL:
                 await self._control(b"!\n" + data)  # from an older publisher
             else:
-                if not self._no_control.is_set():
-                    await self._no_control.wait()
                 self.on_message(data, key)  # type: ignore[arg-type]
         except Exception:
             self.counters.bus_events["invalid"] += 1
@@ -512,8 +611,8 @@ class ShardedSubscriber:
     async def _control(self, data: bytes) -> None:
         """A control message, ``!<id>\n<message>``: its copies come on every
         partition it concerns; the first starts the recheck, and each holds
-        its node's events until the recheck is done (events on other nodes
-        wait for it too)."""
+        its node's events (those published after it there) until the
+        recheck is done."""
         header, _, message = data.partition(b"\n")
         control_id = header[1:]
         task = self._pending_controls.get(control_id) if control_id else None
@@ -526,16 +625,11 @@ class ShardedSubscriber:
         await asyncio.shield(task)
 
     async def _apply_control(self, control_id: bytes, message: bytes) -> None:
-        self._controls += 1
-        self._no_control.clear()
         try:
             result = self.on_control(message)
             if result is not None:
                 await result
         finally:
-            self._controls -= 1
-            if not self._controls:
-                self._no_control.set()
             if control_id:
                 self._pending_controls.pop(control_id, None)
                 self._done_controls[control_id] = None
@@ -556,7 +650,7 @@ class ShardedSubscriber:
                 len(lost),
                 why,
             )
-        self._refresh = True
+        self._refresh = self._needs_full = True
         self._wake.set()
 
     def _event(self, key: Key) -> asyncio.Event:

@@ -179,13 +179,19 @@ class SignIn:
                     await self._subscribe(connection, principal, deadline)
                     held = principal
                 principal, read = await self.rechecks.confirm(principal, since, read)
-                if held is not None and principal is not held:
+                while held is not None and principal != held:
+                    # Reloaded: its partitions, then confirmed again, since
+                    # access may have changed while they were subscribed to.
                     assert self.subscriptions is not None
                     self.subscriptions.release(held)
                     held = None
-                    if principal is not None:  # reloaded: its partitions
-                        await self._subscribe(connection, principal, deadline)
-                        held = principal
+                    if principal is None:
+                        break
+                    await self._subscribe(connection, principal, deadline)
+                    held = principal
+                    principal, read = await self.rechecks.confirm(
+                        principal, since, read
+                    )
         except SubscriptionsUnavailable:
             self._release(held)
             self.refuse(connection, "unavailable", TRY_AGAIN_LATER)
