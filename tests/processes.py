@@ -49,6 +49,18 @@ def http_status(url: str) -> int | None:
         return None
 
 
+def run_wsserver(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """``python -m wsserver [args]`` in this checkout, run to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "wsserver", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=units(60),
+    )
+
+
 class MainSite:
     """A main site on a given database: manage.py commands and runserver.
 

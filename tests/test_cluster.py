@@ -15,13 +15,12 @@ import asyncio
 import contextlib
 import json
 import subprocess
-import sys
 import time
 
 import pytest
 import redis
 from clients import assert_no_event, receive_event
-from processes import MainSite, SidecarProcess
+from processes import MainSite, SidecarProcess, run_wsserver
 from redisservers import redis_cluster
 from waiting import eventually, units
 
@@ -616,16 +615,12 @@ async def test_a_slot_moved_while_publishing(cluster, site, ids, sidecars):
 
 
 def test_a_sidecar_in_cluster_mode_refuses_a_plain_redis(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "wsserver"],
-        env={
+    result = run_wsserver(
+        {
             **SidecarProcess(tmp_path).env,
             "REDIS_URL": "redis://127.0.0.1:6379/0",
             "WS_REDIS_CLUSTER": "true",
-        },
-        capture_output=True,
-        text=True,
-        timeout=units(60),
+        }
     )
     assert result.returncode == 1
     assert "WS_REDIS_CLUSTER is set, but REDIS_URL names a Redis without" in (
@@ -634,13 +629,7 @@ def test_a_sidecar_in_cluster_mode_refuses_a_plain_redis(tmp_path):
 
 
 def test_a_sidecar_in_plain_mode_refuses_a_cluster_node(cluster, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "wsserver"],
-        env={**SidecarProcess(tmp_path).env, "REDIS_URL": cluster.url},
-        capture_output=True,
-        text=True,
-        timeout=units(60),
-    )
+    result = run_wsserver({**SidecarProcess(tmp_path).env, "REDIS_URL": cluster.url})
     assert result.returncode == 1
     assert "REDIS_URL names a Redis Cluster node: set WS_REDIS_CLUSTER=true" in (
         result.stdout + result.stderr
@@ -649,13 +638,7 @@ def test_a_sidecar_in_plain_mode_refuses_a_cluster_node(cluster, tmp_path):
 
 def test_the_check_verifies_the_cluster(site, sidecars):
     first, _ = sidecars
-    check = subprocess.run(
-        [sys.executable, "-m", "wsserver", "check"],
-        env=first.env,
-        capture_output=True,
-        text=True,
-        timeout=units(60),
-    )
+    check = run_wsserver(first.env, "check")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "redis: Redis Cluster 127.0.0.1:" in check.stdout
 

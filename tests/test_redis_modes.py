@@ -8,12 +8,10 @@ the sidecar, the publisher and ``wsserver check``.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from clients import assert_no_event, receive_event
-from processes import MainSite, SidecarProcess
+from processes import MainSite, SidecarProcess, run_wsserver
 from redisservers import RedisServer, sentinel_group, tls_redis
 from waiting import units
 
@@ -200,13 +198,7 @@ async def test_sidecar_and_publisher_over_tls(tls, tmp_path_factory):
         assert message["event"] == "over.tls"
         assert message["id"]  # kept in the history, over TLS too
         await alice.close()
-        check = subprocess.run(
-            [sys.executable, "-m", "wsserver", "check"],
-            env=sidecar.env,
-            capture_output=True,
-            text=True,
-            timeout=units(60),
-        )
+        check = run_wsserver(sidecar.env, "check")
         assert check.returncode == 0, check.stdout + check.stderr
         assert "answers" in check.stdout
     finally:
@@ -215,13 +207,7 @@ async def test_sidecar_and_publisher_over_tls(tls, tmp_path_factory):
 
 def test_without_the_ca_file_tls_is_refused(tls, tmp_path):
     sidecar = SidecarProcess(tmp_path, REDIS_URL=tls.url)
-    check = subprocess.run(
-        [sys.executable, "-m", "wsserver", "check"],
-        env=sidecar.env,
-        capture_output=True,
-        text=True,
-        timeout=units(60),
-    )
+    check = run_wsserver(sidecar.env, "check")
     assert check.returncode != 0
     assert "certificate verify failed" in check.stdout + check.stderr
 
@@ -230,25 +216,13 @@ def test_a_missing_ca_file_is_a_configuration_error(tls, tmp_path):
     sidecar = SidecarProcess(
         tmp_path, REDIS_URL=tls.url, WS_REDIS_CA_FILE=str(tmp_path / "nope.pem")
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "wsserver"],
-        env=sidecar.env,
-        capture_output=True,
-        text=True,
-        timeout=units(60),
-    )
+    result = run_wsserver(sidecar.env)
     assert result.returncode == 2
     assert "WS_REDIS_CA_FILE: no such file" in result.stderr
 
 
 def test_sentinel_check_names_the_master(sentinels, tmp_path):
     sidecar = SidecarProcess(tmp_path, REDIS_URL=sentinels.url)
-    check = subprocess.run(
-        [sys.executable, "-m", "wsserver", "check"],
-        env=sidecar.env,
-        capture_output=True,
-        text=True,
-        timeout=units(60),
-    )
+    check = run_wsserver(sidecar.env, "check")
     assert "Sentinel 127.0.0.1:" in check.stdout
     assert "master 'mymaster'" in check.stdout

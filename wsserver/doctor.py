@@ -183,6 +183,19 @@ def mode_problem_of(config: Config, client: redis.Redis) -> str | None:
     )
 
 
+def _not_a_cluster(exc: Exception) -> bool:
+    """Whether redis-py's cluster client found a Redis without cluster mode."""
+    return "cluster mode is not enabled" in str(exc).lower()
+
+
+def _not_a_cluster_problem(config: Config) -> str:
+    from .redistarget import mode_problem
+
+    problem = mode_problem(True, False, config.redis_url_variable, "WS_REDIS_CLUSTER")
+    assert problem is not None
+    return problem
+
+
 def _check_cluster(config: Config) -> str | None:
     """A cluster: reachable, every slot served, every partition's stream and
     the control channel usable."""
@@ -196,12 +209,8 @@ def _check_cluster(config: Config) -> str | None:
     try:
         client = target.sync_client(socket_connect_timeout=3, socket_timeout=3)
     except RedisClusterException as exc:
-        if "cluster mode is not enabled" in str(exc).lower():
-            return (
-                f"WS_REDIS_CLUSTER is set, but {config.redis_url_variable} names "
-                "a Redis without cluster mode. Fix: unset it, or name a node "
-                "of the cluster."
-            )
+        if _not_a_cluster(exc):
+            return f"{_not_a_cluster_problem(config)}."
         return f"{url} does not answer as a cluster ({one_line(exc)})."
     except (redis.RedisError, OSError) as exc:
         return f"{url} does not answer ({one_line(exc)}). Fix: start the cluster."
@@ -245,13 +254,7 @@ def startup_redis_problem(config: Config) -> str | None:
     try:
         client = target.sync_client(socket_connect_timeout=2, socket_timeout=2)
     except RedisClusterException as exc:
-        if "cluster mode is not enabled" in str(exc).lower():
-            return (
-                f"WS_REDIS_CLUSTER is set, but {config.redis_url_variable} names "
-                "a Redis without cluster mode: unset it, or name a node of the "
-                "cluster"
-            )
-        return None
+        return _not_a_cluster_problem(config) if _not_a_cluster(exc) else None
     except (redis.RedisError, OSError):
         return None
     try:
