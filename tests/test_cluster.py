@@ -584,6 +584,60 @@ async def test_a_lost_subscription_is_backfilled_from_the_stream(
     await bob.close()
 
 
+async def test_access_is_read_again_before_a_lost_partition_is_caught_up(
+    cluster, site, ids, sidecars
+):
+    # Dave leaves the group without a word to the sidecars (raw SQL: no
+    # signal, no control message); then his sidecar's subscription to the
+    # group's partition ends and a group event goes by unseen. Catching up,
+    # the sidecar reads access again before it sends what it missed.
+    _, second = sidecars
+    dave = await connected(second, site.token("dave"))
+    channel = site.env["WSSERVER_CHANNEL"]
+    partition = partitions.partition_of(group=ids["group"])
+    leave = (
+        "from django.db import connection\n"
+        "with connection.cursor() as cursor:\n"
+        "    cursor.execute('DELETE FROM auth_user_groups WHERE user_id = %s"
+        f" AND group_id = %s', [{ids['users']['dave']}, {ids['group']}])\n"
+    )
+    site.manage("shell", "-c", leave)
+    node = redis.Redis(port=cluster.master_for_slot(partitions.slot_of(partition)))
+    try:
+        with node.pipeline(transaction=False) as pipeline:
+            pipeline.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            pipeline.eval(
+                PUBLISH_WITH_HISTORY,
+                1,
+                partitions.history_key_of(channel, partition),
+                json.dumps({"event": "for.the.group", "data": None}),
+                10_000,
+                partitions.channel_of(channel, partition),
+                "",
+                encode_audience(groups=[ids["group"]]),
+                f"{partition}:",
+                "sharded",
+            )
+            pipeline.execute()
+        await eventually(
+            lambda: second._metric("wsserver_bus_backfilled_total") > 0,
+            10,
+            "the backfill",
+        )
+        await assert_no_event(dave, 1)
+    finally:
+        node.close()
+        site.manage(
+            "shell",
+            "-c",
+            "from django.contrib.auth import get_user_model\n"
+            "from django.contrib.auth.models import Group\n"
+            "Group.objects.get(name='product-editors').user_set.add("
+            "get_user_model().objects.get(username='dave'))\n",
+        )
+        await dave.close()
+
+
 async def test_a_master_killed_while_publishing(cluster, site, ids, sidecars):
     # The master of alice's partition (bob's may be on another).
     partition = partitions.partition_of(user=ids["users"]["alice"])
