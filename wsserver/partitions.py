@@ -311,13 +311,6 @@ class Interest:
         self._added, self._removed = set(), set()
         return changes
 
-    def wants(self, partition: Partition) -> bool:
-        return partition in self._counts
-
     def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change()
-
-    def needs(self, partitions: Iterable[Partition]) -> bool:
-        """Whether any of these partitions is wanted."""
-        return any(partition in self._counts for partition in partitions)

@@ -266,10 +266,6 @@ class ShardedSubscriber:
         up = self._up
         return CONTROL in up and all(p in up for p in self.interest.wanted)
 
-    async def wait_subscribed(self) -> None:
-        """Return once the control channel is up."""
-        await self._event(CONTROL).wait()
-
     async def wait_for(self, partitions: frozenset[Partition]) -> None:
         """Return once these partitions are subscribed and caught up (the
         caller pins them in the interest first)."""
@@ -681,8 +677,8 @@ class ShardedSubscriber:
         self._histories.clear()
         self._up.clear()
         nodes, self._nodes = list(self._nodes.values()), {}
-        for node in nodes:
-            await node.close()
+        # At once: each close is bounded, and a dead node holds no other.
+        await asyncio.gather(*(node.close() for node in nodes), return_exceptions=True)
         if self._cluster is not None:
             cluster, self._cluster = self._cluster, None
             try:
