@@ -39,6 +39,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int, avoid: int | None = None) -> int:
+    """The first of ``count`` consecutive free ports, none of them ``avoid``.
+
+    For WS_METRICS_PORT with WS_WORKERS: worker n serves on the port + n.
+    """
+    while True:
+        port = free_port()
+        wanted = range(port, port + count)
+        if avoid in wanted or wanted.stop > 65536:
+            continue
+        with contextlib.ExitStack() as held:
+            try:
+                for other in wanted[1:]:
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", other))
+            except OSError:
+                continue
+        return port
+
+
 def http_status(url: str) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=units(2)) as response:
@@ -162,13 +182,16 @@ class SidecarProcess:
     def __init__(self, tmp_path: Path, python: str = sys.executable, **env: str):
         self.python = python
         self.port = free_port()
+        workers = int(env.get("WS_WORKERS", "1"))
         self.env = {
             **os.environ,
             "SECRET_KEY": SECRET_KEY,
             "WS_HOST": "127.0.0.1",
             "WS_PORT": str(self.port),
             "WS_ALLOWED_ORIGINS": "",
-            "WS_METRICS_PORT": str(free_port()),
+            # One port per worker (a port taken by another process at start-up
+            # would stop the sidecar).
+            "WS_METRICS_PORT": str(free_ports(workers, avoid=self.port)),
             **env,
         }
         self.env.pop("DJANGO_SETTINGS_MODULE", None)
@@ -221,6 +244,17 @@ class SidecarProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    async def wait_logged(self, text: str, count: int, timeout: float) -> None:
+        """Wait until the log holds ``text`` ``count`` times; fail with the log."""
+        try:
+            await eventually(
+                lambda: self.log().count(text) >= count,
+                timeout,
+                f"{count} x {text!r} in the sidecar's log",
+            )
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; its log:\n{self.log()}") from None
 
     def _metric(self, prefix: str) -> int:
         """The sum of the samples whose line starts with ``prefix``."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import urllib.request
 
 import pytest
@@ -197,27 +196,11 @@ async def test_bus_reconnects_are_counted(site, tmp_path):
         bus.kill()
 
 
-def free_port_pair() -> int:
-    """A port that is free, and the next one too."""
-    while True:
-        port = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-
-
 async def test_each_worker_serves_its_own_metrics(site, tmp_path):
-    port = free_port_pair()
-    sidecar = SidecarProcess.for_site(
-        site, tmp_path, WS_WORKERS="2", WS_METRICS_PORT=str(port)
-    ).start()
+    sidecar = SidecarProcess.for_site(site, tmp_path, WS_WORKERS="2").start()
+    port = int(sidecar.env["WS_METRICS_PORT"])
     try:
-        wait_for(
-            lambda: sidecar.log().count("Subscribed to channel") == 2, 10, "workers"
-        )
+        await sidecar.wait_logged("Subscribed to channel", 2, 10)
         token = site.token("alice")
         clients = await asyncio.gather(
             *[authenticate(sidecar.url, token) for _ in range(12)]

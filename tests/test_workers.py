@@ -12,7 +12,7 @@ import pytest
 import redis
 from clients import authenticate, receive_event
 from processes import SidecarProcess
-from waiting import eventually, units
+from waiting import units
 
 pytestmark = pytest.mark.e2e
 
@@ -23,20 +23,12 @@ async def test_two_workers_share_the_port_and_both_deliver(site, redis_url, tmp_
     ).start()
     try:
         # Wait until both workers are subscribed, then connect many clients.
-        await eventually(
-            lambda: sidecar.log().count("Subscribed to channel") == 2,
-            30,
-            "both workers subscribed",
-        )
+        await sidecar.wait_logged("Subscribed to channel", 2, 30)
         token = site.token("admin")
         clients = await asyncio.gather(
             *[authenticate(sidecar.url, token) for _ in range(40)]
         )
-        await eventually(
-            lambda: sidecar.log().count(" opened for user ") == 40,
-            10,
-            "40 connections authenticated",
-        )
+        await sidecar.wait_logged(" opened for user ", 40, 10)
         redis.Redis.from_url(redis_url).publish(
             site.env["WSSERVER_CHANNEL"], json.dumps({"content_type_id": 1, "n": 1})
         )
