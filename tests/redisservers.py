@@ -11,7 +11,8 @@ Python process exits.
 - ``redis_cluster(tmp_path)``: masters with replicas, ``redis-cli --cluster
   create``d, with a short node timeout so failovers take a couple of seconds;
   it can kill a master, wait for the failover, and move exactly the given slots
-  (keys included) to a master.
+  (keys included) to a master. With ``tls=True``, every node speaks TLS only,
+  to clients, to each other (the cluster bus) and to its replicas.
 - ``sentinel_group(tmp_path)``: a master, a replica and three sentinels; kill
   the master and wait for the sentinels to promote the replica.
 - ``tls_redis(tmp_path)``: a server that speaks TLS only, with a certificate
@@ -476,7 +477,9 @@ class RedisCluster(_Managed):
 
     ``ports`` lists all nodes in the order they were started; redis-cli made
     the first ``masters`` of them masters. ``timeout`` arguments are time
-    units.
+    units. ``tls``: every node listens with TLS only (``--port 0``), its
+    cluster bus and replication too, with a certificate from a CA made for
+    the cluster (``ca_file``); clients need not present one.
     """
 
     def __init__(
@@ -486,6 +489,7 @@ class RedisCluster(_Managed):
         replicas_per_master: int = 1,
         node_timeout_ms: int = 1000,
         args: Sequence[str] = (),
+        tls: bool = False,
     ):
         if masters < 3:
             raise ValueError("redis-cli --cluster create needs at least 3 masters")
@@ -493,6 +497,15 @@ class RedisCluster(_Managed):
         self.master_count = masters
         self.replicas_per_master = replicas_per_master
         self.node_timeout_ms = node_timeout_ms
+        self.certificates = (
+            make_certificates(self.directory / "tls-certificates") if tls else None
+        )
+        tls_args = []
+        if self.certificates is not None:
+            tls_args = [
+                *_tls_args(self.certificates),
+                *("--tls-cluster", "yes", "--tls-replication", "yes"),
+            ]
         node_args = [
             "--cluster-enabled",
             "yes",
@@ -503,10 +516,17 @@ class RedisCluster(_Managed):
             # A replica fails over however long ago it heard from its master.
             "--cluster-replica-validity-factor",
             "0",
+            *tls_args,
             *args,
         ]
         self.servers = [
-            RedisServer(self.directory, "cluster-node", node_args)
+            RedisServer(
+                self.directory,
+                "cluster-node",
+                node_args,
+                port_option="tls-port" if tls else "port",
+                ca_file=self.ca_file,
+            )
             for _ in range(masters * (1 + replicas_per_master))
         ]
         self._by_port: dict[int, RedisServer] = {}
@@ -527,6 +547,8 @@ class RedisCluster(_Managed):
             str(self.replicas_per_master),
             "--cluster-yes",
         ]
+        if self.ca_file is not None:
+            command += ["--tls", "--cacert", self.ca_file]
         try:
             create = subprocess.run(
                 command, capture_output=True, text=True, timeout=units(60)
@@ -566,14 +588,23 @@ class RedisCluster(_Managed):
         return [server.port for server in self.servers]
 
     @property
+    def ca_file(self) -> str | None:
+        """The CA of a TLS cluster's certificates (None without TLS)."""
+        return None if self.certificates is None else self.certificates.ca_file
+
+    @property
+    def scheme(self) -> str:
+        return "redis" if self.certificates is None else "rediss"
+
+    @property
     def url(self) -> str:
         """The first node's URL (a master, until it is killed)."""
-        return f"redis://{HOST}:{self.ports[0]}"
+        return f"{self.scheme}://{HOST}:{self.ports[0]}"
 
     @property
     def urls_csv(self) -> str:
         """The URLs of the masters now, comma-separated."""
-        return ",".join(f"redis://{HOST}:{port}" for port in self.masters())
+        return ",".join(f"{self.scheme}://{HOST}:{port}" for port in self.masters())
 
     def server(self, port: int) -> RedisServer:
         try:
@@ -803,10 +834,11 @@ def redis_cluster(
     replicas_per_master: int = 1,
     node_timeout_ms: int = 1000,
     args: Sequence[str] = (),
+    tls: bool = False,
 ) -> Iterator[RedisCluster]:
     """A running cluster, killed on exit; ``args`` go to every node."""
     with RedisCluster(
-        tmp_path, masters, replicas_per_master, node_timeout_ms, args
+        tmp_path, masters, replicas_per_master, node_timeout_ms, args, tls
     ) as cluster:
         yield cluster
 
@@ -1030,7 +1062,8 @@ def make_certificates(directory: Path) -> Certificates:
     (directory / "server.ext").write_text(
         "basicConstraints = critical, CA:FALSE\n"
         "keyUsage = critical, digitalSignature, keyEncipherment\n"
-        "extendedKeyUsage = serverAuth\n"
+        # A cluster node presents it to the others too, as a client.
+        "extendedKeyUsage = serverAuth, clientAuth\n"
         "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
         "subjectKeyIdentifier = hash\n"
         "authorityKeyIdentifier = keyid, issuer\n"
@@ -1062,6 +1095,21 @@ def make_certificates(directory: Path) -> Certificates:
     )
 
 
+def _tls_args(certificates: Certificates) -> list[str]:
+    """A server's TLS options (with ``--port 0 --tls-port N``, see
+    RedisServer's ``port_option``): clients need not present a certificate."""
+    return [
+        "--tls-cert-file",
+        certificates.cert_file,
+        "--tls-key-file",
+        certificates.key_file,
+        "--tls-ca-cert-file",
+        certificates.ca_file,
+        "--tls-auth-clients",
+        "no",
+    ]
+
+
 class TLSRedis(_Managed):
     """A Redis that listens with TLS only (``--port 0``); clients need not
     present a certificate. A context manager (see tls_redis())."""
@@ -1077,16 +1125,7 @@ class TLSRedis(_Managed):
         self.server = RedisServer(
             self.directory,
             "tls-redis",
-            [
-                "--tls-cert-file",
-                certificates.cert_file,
-                "--tls-key-file",
-                certificates.key_file,
-                "--tls-ca-cert-file",
-                certificates.ca_file,
-                "--tls-auth-clients",
-                "no",
-            ],
+            _tls_args(certificates),
             port_option="tls-port",
             ca_file=certificates.ca_file,
         ).start(timeout)

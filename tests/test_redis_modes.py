@@ -2,7 +2,8 @@
 (tests/redisservers.py): the subscriber reads what it missed from the
 history when its subscription comes back, or tells the clients they missed
 some; Sentinel failovers keep clients connected; TLS with a CA file works for
-the sidecar, the publisher and ``wsserver check``.
+the sidecar, the publisher and ``wsserver check``, on one server and on a
+Redis Cluster.
 """
 
 from __future__ import annotations
@@ -10,12 +11,18 @@ from __future__ import annotations
 import json
 
 import pytest
+import redis
 from clients import assert_no_event, receive_event
 from processes import MainSite, SidecarProcess, run_wsserver
-from redisservers import RedisServer, sentinel_group, tls_redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redisservers import RedisServer, redis_cluster, sentinel_group, tls_redis
 from waiting import units
 
 from wsserver.audience import encode_audience
+from wsserver.cursors import parse_cursor
+from wsserver.events import split_event_id
+from wsserver.partitions import channel_of, slot_of
 from wsserver.wire import PUBLISH_WITH_HISTORY, history_key
 
 pytestmark = pytest.mark.e2e
@@ -219,6 +226,93 @@ def test_a_missing_ca_file_is_a_configuration_error(tls, tmp_path):
     result = run_wsserver(sidecar.env)
     assert result.returncode == 2
     assert "WS_REDIS_CA_FILE: no such file" in result.stderr
+
+
+# TLS on a Redis Cluster
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tls-cluster")
+    with redis_cluster(directory, replicas_per_master=0, tls=True) as cluster:
+        yield cluster
+
+
+def test_the_tls_cluster_has_no_plain_port(tls_cluster):
+    for port in tls_cluster.ports:
+        node = tls_cluster.server(port)
+        assert node.query("CONFIG", "GET", "port") == ["port", "0"]
+        assert node.query("CONFIG", "GET", "tls-cluster") == ["tls-cluster", "yes"]
+    plain = redis.Redis(
+        "127.0.0.1",
+        tls_cluster.ports[0],
+        socket_timeout=units(5),
+        retry=Retry(NoBackoff(), 0),
+    )
+    with pytest.raises(redis.ConnectionError):
+        plain.ping()
+    plain.close()
+
+
+async def test_sidecar_and_publisher_over_tls_on_a_cluster(
+    tls_cluster, tmp_path_factory
+):
+    nodes = ",".join(f"127.0.0.1:{port}" for port in tls_cluster.ports)
+    site = make_site(
+        tmp_path_factory,
+        f"rediss://{nodes}",
+        "tls-cluster",
+        WSSERVER_REDIS_CLUSTER="true",
+        WSSERVER_REDIS_CA_FILE=tls_cluster.ca_file,
+    )
+    assert site.env["WSSERVER_REDIS_URL"].startswith("rediss://")
+    sidecar = SidecarProcess.for_site(
+        site,
+        tmp_path_factory.mktemp("sidecar"),
+        WS_REDIS_CLUSTER="true",
+        WS_REDIS_CA_FILE=tls_cluster.ca_file,
+    )
+    sidecar.start()
+    try:
+        ids = user_ids(site)
+        followed = set()
+        clients = {}
+        for name in ("alice", "dave"):
+            clients[name] = await sidecar.connect(site.token(name))
+            cursor = await receive_event(clients[name])
+            assert cursor["type"] == "cursor", cursor
+            followed |= set(parse_cursor(cursor["cursor"]))
+        # A user partition and shared ones (dave's group's...), each
+        # subscribed on the master that owns it, over TLS: more than one.
+        owners = {p: tls_cluster.master_for_slot(slot_of(p)) for p in followed}
+        channel = site.env["WSSERVER_CHANNEL"]
+        subscribed = {
+            port: set(tls_cluster.server(port).query("PUBSUB", "SHARDCHANNELS"))
+            for port in set(owners.values())
+        }
+        for partition, port in owners.items():
+            assert channel_of(channel, partition) in subscribed[port], partition
+        assert len(subscribed) >= 2, owners
+
+        shell(
+            site,
+            f"publish('to.alice', {{'n': 1}}, users=[{ids['alice']!r}])\n"
+            "publish('to.group', {'n': 2}, groups=['product-editors'])\n",
+        )
+        personal = await receive_event(clients["alice"])
+        shared = await receive_event(clients["dave"])
+        assert (personal["event"], shared["event"]) == ("to.alice", "to.group")
+        # Kept in the history of a user partition and of a shared one.
+        assert isinstance(split_event_id(personal["id"])[0], str)
+        assert isinstance(split_event_id(shared["id"])[0], int)
+        for websocket in clients.values():
+            await assert_no_event(websocket)
+            await websocket.close()
+        check = run_wsserver(sidecar.env, "check")
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert "Redis Cluster 127.0.0.1:" in check.stdout
+    finally:
+        assert sidecar.stop() == 0
 
 
 def test_sentinel_check_names_the_master(sentinels, tmp_path):
