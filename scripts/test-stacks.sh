@@ -13,6 +13,11 @@
 #
 # STACK runs that stack alone, in the foreground; PYTEST-ARGS are added to
 # every pytest run (e.g. `-- -x` or `-- tests/test_auth.py`).
+#
+# Each run spreads its modules over WSSERVER_TEST_WORKERS pytest-xdist
+# workers (2 unless set; 0: none), a module's tests in one worker, in order:
+# most of a test's time is spent waiting on processes it started, so four
+# processes on two cores finish sooner than two.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,6 +60,8 @@ done
 # run STACK: pytest on the stack's virtualenv, with what that stack runs.
 run() {
     local stack=$1 args=()
+    local workers=${WSSERVER_TEST_WORKERS:-2}
+    [ "$workers" != 0 ] && args+=(-n "$workers" --dist loadfile)
     if [ "$stack" != "$PRIMARY" ]; then
         args+=(-m e2e)
         for module in "${FAULT_MODULES[@]}"; do

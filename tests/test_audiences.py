@@ -57,8 +57,12 @@ def sidecar(site, tmp_path_factory):
 @pytest.fixture
 async def clients(site, sidecar):
     """One connection per demo user, and a second one for alice."""
-    connected = {user: await sidecar.connect(site.token(user)) for user in USERS}
-    connected["alice2"] = await sidecar.connect(site.token("alice"))
+    # Tokens first: each is a manage.py run that blocks this event loop, and
+    # open connections would go unanswered meanwhile (keepalive pings).
+    tokens = {user: site.token(user) for user in USERS}
+    second = site.token("alice")
+    connected = {user: await sidecar.connect(tokens[user]) for user in USERS}
+    connected["alice2"] = await sidecar.connect(second)
     yield connected
     for websocket in connected.values():
         await websocket.close()
@@ -262,9 +266,8 @@ async def test_events_larger_than_the_limit_are_skipped(site, ids, sidecar, clie
 async def test_a_personal_event_among_many_connections(site, ids, sidecar, clients):
     # bob's second connection and 50 other users' connections: bob's event
     # goes to bob's connections only.
-    others = await asyncio.gather(
-        *(sidecar.connect(site.token("alice")) for _ in range(20))
-    )
+    token = site.token("alice")  # one manage.py run, not 20 blocking the loop
+    others = await asyncio.gather(*(sidecar.connect(token) for _ in range(20)))
     try:
         bob = ids["users"]["bob"]
         shell(site, f"publish('only.bob', 1, users=[{bob!r}])\n")
